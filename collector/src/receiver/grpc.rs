@@ -1,0 +1,293 @@
+//! OTLP/gRPC receiver (`:4317`): TraceService/Export and MetricsService/Export.
+//!
+//! These are hand-written tonic services rather than the generated ones so the request
+//! arrives as raw bytes: the WAL stores those bytes unchanged (no re-encoding) and the
+//! decoder sees exactly what the client sent. tonic does framing, gzip, and the size cap
+//! (measured after decompression); the cap is reported as RESOURCE_EXHAUSTED.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::SERVICE_NAME as LOGS_SERVICE;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::SERVICE_NAME as METRICS_SERVICE;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME as TRACE_SERVICE;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+
+use crate::{Collector, Error, ExportOutcome, Format};
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+/// The three OTLP services, ready for `tonic::transport::Server::add_service`.
+pub fn services(
+    collector: Arc<Collector>,
+) -> (
+    OtlpService<TraceSignal>,
+    OtlpService<MetricsSignal>,
+    OtlpService<LogsSignal>,
+) {
+    (
+        OtlpService::new(collector.clone()),
+        OtlpService::new(collector.clone()),
+        OtlpService::new(collector),
+    )
+}
+
+/// One OTLP signal: its service name, response type and how to export it.
+pub trait Signal: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    type Response: prost::Message + Default + Send + 'static;
+    fn export(
+        collector: Arc<Collector>,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Self::Response, tonic::Status>> + Send;
+}
+
+#[derive(Debug)]
+pub struct TraceSignal;
+#[derive(Debug)]
+pub struct MetricsSignal;
+#[derive(Debug)]
+pub struct LogsSignal;
+
+impl Signal for TraceSignal {
+    const SERVICE: &'static str = TRACE_SERVICE;
+    type Response = ExportTraceServiceResponse;
+    async fn export(
+        collector: Arc<Collector>,
+        body: Bytes,
+    ) -> Result<Self::Response, tonic::Status> {
+        let outcome = collector
+            .export_traces(body, Format::Protobuf)
+            .await
+            .map_err(|e| e.to_grpc_status())?;
+        Ok(ExportTraceServiceResponse {
+            partial_success: partial(&outcome).map(|(rejected, message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }
+            }),
+        })
+    }
+}
+
+impl Signal for MetricsSignal {
+    const SERVICE: &'static str = METRICS_SERVICE;
+    type Response = ExportMetricsServiceResponse;
+    async fn export(
+        collector: Arc<Collector>,
+        body: Bytes,
+    ) -> Result<Self::Response, tonic::Status> {
+        let outcome = collector
+            .export_metrics(body, Format::Protobuf)
+            .await
+            .map_err(|e| e.to_grpc_status())?;
+        Ok(ExportMetricsServiceResponse {
+            partial_success: partial(&outcome).map(|(rejected, message)| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }
+            }),
+        })
+    }
+}
+
+impl Signal for LogsSignal {
+    const SERVICE: &'static str = LOGS_SERVICE;
+    type Response = ExportTraceServiceResponse;
+    async fn export(_: Arc<Collector>, _: Bytes) -> Result<Self::Response, tonic::Status> {
+        Err(logs_not_supported().to_grpc_status())
+    }
+}
+
+/// The documented answer to an OTLP logs export.
+pub fn logs_not_supported() -> Error {
+    Error::NotSupported {
+        what: "otlp logs",
+        hint: "weft stores traces and metrics; send logs to a log store",
+    }
+}
+
+fn partial(outcome: &ExportOutcome) -> Option<(i64, String)> {
+    (outcome.rejected > 0).then(|| {
+        (
+            i64::try_from(outcome.rejected).unwrap_or(i64::MAX),
+            outcome.rejection_message.clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// A tonic service for one OTLP signal.
+pub struct OtlpService<S> {
+    collector: Arc<Collector>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> std::fmt::Debug for OtlpService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OtlpService")
+    }
+}
+
+impl<S> Clone for OtlpService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            collector: self.collector.clone(),
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S> OtlpService<S> {
+    fn new(collector: Arc<Collector>) -> Self {
+        Self {
+            collector,
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> NamedService for OtlpService<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for OtlpService<S>
+where
+    S: Signal,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let collector = self.collector.clone();
+        let is_export = req.uri().path() == format!("/{}/Export", S::SERVICE);
+        Box::pin(async move {
+            if !is_export {
+                return Ok(tonic::Status::unimplemented("unknown method").into_http());
+            }
+            let limit = collector.config().receiver.max_request_bytes;
+            let mut grpc = Grpc::new(RawRequestCodec::<S::Response>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX);
+            let mut response = grpc.unary(ExportCall::<S>::new(collector), req).await;
+            too_large_is_resource_exhausted(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// tonic reports an uncompressed message over the cap as OUT_OF_RANGE (a compressed one
+/// that inflates past it as RESOURCE_EXHAUSTED); OTLP clients expect RESOURCE_EXHAUSTED for
+/// both, so the status is rewritten. Our own handler never returns OUT_OF_RANGE.
+fn too_large_is_resource_exhausted(response: &mut http::Response<tonic::body::Body>) {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11") {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+        );
+    }
+}
+
+struct ExportCall<S> {
+    collector: Arc<Collector>,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> ExportCall<S> {
+    fn new(collector: Arc<Collector>) -> Self {
+        Self {
+            collector,
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal> UnaryService<Bytes> for ExportCall<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<tonic::Response<S::Response>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let collector = self.collector.clone();
+        Box::pin(async move {
+            let body = request.into_inner();
+            // Hold the body's bytes against the in-flight budget while it is processed.
+            let permits = u32::try_from(body.len().max(1)).unwrap_or(u32::MAX);
+            let _permit = collector
+                .inflight()
+                .clone()
+                .try_acquire_many_owned(permits)
+                .map_err(|_| {
+                    Error::Overloaded {
+                        reason: "too many requests in flight",
+                        retry_after: std::time::Duration::from_secs(
+                            collector.config().receiver.retry_after_secs,
+                        ),
+                        too_many_requests: true,
+                    }
+                    .to_grpc_status()
+                })?;
+            S::export(collector.clone(), body)
+                .await
+                .map(tonic::Response::new)
+        })
+    }
+}
+
+/// Decodes nothing: hands the (decompressed) message bytes to the handler.
+struct RawRequestCodec<R>(PhantomData<fn() -> R>);
+
+impl<R> Default for RawRequestCodec<R> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<R: prost::Message + Send + 'static> Codec for RawRequestCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<R>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        let len = buf.remaining();
+        Ok(Some(buf.copy_to_bytes(len)))
+    }
+}

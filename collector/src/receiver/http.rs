@@ -1,0 +1,345 @@
+//! OTLP/HTTP receiver (`:4318`): `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, plus
+//! Prometheus remote-write at `POST /api/v1/write`.
+//!
+//! ```text
+//!  request ─> Content-Type (protobuf | json, else 415) ─> Content-Encoding (gzip | identity, else 415)
+//!          ─> stream the body (chunked or not) against the in-flight budget (429) and the cap (413)
+//!          ─> gunzip with the cap applied to the *decompressed* size (413)
+//!          ─> Collector::export_* ─> 200 + Export*ServiceResponse (partial success) in the
+//!             request's encoding, or an error status with a google.rpc.Status body
+//! ```
+//! Other methods get 405 (axum's method router). Retryable errors carry `Retry-After`.
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt as _;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::{Collector, Error, ExportOutcome, Format};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// The OTLP/HTTP routes.
+pub fn router(collector: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .route("/api/v1/write", post(prometheus_write))
+        .with_state(collector)
+}
+
+async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
+    let format = match request_format(&headers) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e, Format::Json),
+    };
+    let (body, _permit) = match read_body(&c, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e, format),
+    };
+    match c.export_traces(body, format).await {
+        Ok(outcome) => {
+            let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
+            let body = match format {
+                Format::Protobuf => ExportTraceServiceResponse {
+                    partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: message(&outcome),
+                    }),
+                }
+                .encode_to_vec(),
+                Format::Json => weft_schemas::otlp_json::encode_trace_response(
+                    outcome.rejected,
+                    outcome.rejection_message.as_deref(),
+                ),
+            };
+            success_response(format, body)
+        }
+        Err(e) => error_response(&e, format),
+    }
+}
+
+async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
+    let format = match request_format(&headers) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e, Format::Json),
+    };
+    let (body, _permit) = match read_body(&c, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e, format),
+    };
+    match c.export_metrics(body, format).await {
+        Ok(outcome) => {
+            let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
+            let body = match format {
+                Format::Protobuf => ExportMetricsServiceResponse {
+                    partial_success: (outcome.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                        rejected_data_points: rejected,
+                        error_message: message(&outcome),
+                    }),
+                }
+                .encode_to_vec(),
+                Format::Json => weft_schemas::otlp_json::encode_metrics_response(
+                    outcome.rejected,
+                    outcome.rejection_message.as_deref(),
+                ),
+            };
+            success_response(format, body)
+        }
+        Err(e) => error_response(&e, format),
+    }
+}
+
+/// Logs are not stored: answered 501 with an explanation, never silently dropped.
+async fn logs(headers: HeaderMap) -> Response {
+    let format = request_format(&headers).unwrap_or(Format::Json);
+    error_response(&super::grpc::logs_not_supported(), format)
+}
+
+/// Prometheus remote-write 1.0: snappy-compressed protobuf `WriteRequest`; 204 on success.
+async fn prometheus_write(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let encoding = header_str(&headers, header::CONTENT_ENCODING).unwrap_or("snappy");
+    if !encoding.eq_ignore_ascii_case("snappy") {
+        return plain_error(&Error::UnsupportedEncoding(encoding.to_owned()));
+    }
+    let limit = c.config().receiver.max_request_bytes;
+    let (body, _permit) = match read_raw(&c, &headers, body, limit).await {
+        Ok(b) => b,
+        Err(e) => return plain_error(&e),
+    };
+    match snap::raw::decompress_len(&body) {
+        Ok(len) if len > limit => return plain_error(&Error::TooLarge { limit }),
+        Ok(_) => {}
+        Err(e) => return plain_error(&Error::InvalidCompression(format!("snappy: {e}"))),
+    }
+    match c.export_prometheus(body).await {
+        Ok(outcome) if outcome.rejected > 0 && outcome.accepted == 0 => {
+            (StatusCode::BAD_REQUEST, message(&outcome)).into_response()
+        }
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => plain_error(&e),
+    }
+}
+
+fn message(outcome: &ExportOutcome) -> String {
+    outcome.rejection_message.clone().unwrap_or_default()
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Protobuf or JSON, from Content-Type (parameters such as `charset` are ignored).
+fn request_format(headers: &HeaderMap) -> Result<Format, Error> {
+    let content_type = header_str(headers, header::CONTENT_TYPE).unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(Error::UnsupportedMediaType(content_type.to_owned())),
+    }
+}
+
+fn overloaded(c: &Collector) -> Error {
+    Error::Overloaded {
+        reason: "too many request bytes in flight",
+        retry_after: Duration::from_secs(c.config().receiver.retry_after_secs),
+        too_many_requests: true,
+    }
+}
+
+/// Reads the body as sent (possibly chunked), holding its bytes against the in-flight
+/// budget; refuses it once it passes `limit`.
+async fn read_raw(
+    c: &Collector,
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<(Bytes, OwnedSemaphorePermit), Error> {
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Error::TooLarge { limit });
+    }
+    let mut permit = c
+        .inflight()
+        .clone()
+        .try_acquire_many_owned(1)
+        .map_err(|_| overloaded(c))?;
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::BodyRead(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        let more = c
+            .inflight()
+            .clone()
+            .try_acquire_many_owned(u32::try_from(data.len()).unwrap_or(u32::MAX))
+            .map_err(|_| overloaded(c))?;
+        permit.merge(more);
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), permit))
+}
+
+/// Reads and decompresses an OTLP body; the cap applies after decompression.
+async fn read_body(
+    c: &Collector,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, OwnedSemaphorePermit), Error> {
+    let limit = c.config().receiver.max_request_bytes;
+    let encoding = header_str(headers, header::CONTENT_ENCODING)
+        .unwrap_or("identity")
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" | "none" => read_raw(c, headers, body, limit).await,
+        "gzip" | "x-gzip" => {
+            let (compressed, mut permit) = read_raw(c, headers, body, limit).await?;
+            let mut decoder = flate2::read::MultiGzDecoder::new(&compressed[..]);
+            let mut out = Vec::with_capacity((compressed.len() * 4).min(limit));
+            decoder
+                .by_ref()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::InvalidCompression(format!("gzip: {e}")))?;
+            if out.len() > limit {
+                return Err(Error::TooLarge { limit });
+            }
+            let more = c
+                .inflight()
+                .clone()
+                .try_acquire_many_owned(u32::try_from(out.len().max(1)).unwrap_or(u32::MAX))
+                .map_err(|_| overloaded(c))?;
+            permit.merge(more);
+            Ok((Bytes::from(out), permit))
+        }
+        other => Err(Error::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+fn success_response(format: Format, body: Vec<u8>) -> Response {
+    let content_type = match format {
+        Format::Protobuf => PROTOBUF,
+        Format::Json => JSON,
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// An OTLP/HTTP error: the status code, `Retry-After` when retryable, and a
+/// `google.rpc.Status` body in the request's encoding.
+pub fn error_response(error: &Error, format: Format) -> Response {
+    let status = error.http_status();
+    let grpc_code = error.to_grpc_status().code() as i32;
+    let message = error.to_string();
+    let (content_type, body) = match format {
+        Format::Protobuf => (
+            PROTOBUF,
+            tonic_types::pb::Status {
+                code: grpc_code,
+                message,
+                details: Vec::new(),
+            }
+            .encode_to_vec(),
+        ),
+        Format::Json => (
+            JSON,
+            serde_json::to_vec(&serde_json::json!({ "code": grpc_code, "message": message }))
+                .unwrap_or_default(),
+        ),
+    };
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    add_retry_after(error, &mut response);
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::warn!(status = status.as_u16(), error = %error, "export refused");
+    } else {
+        tracing::debug!(status = status.as_u16(), error = %error, "export refused");
+    }
+    response
+}
+
+fn plain_error(error: &Error) -> Response {
+    let mut response = (error.http_status(), error.to_string()).into_response();
+    add_retry_after(error, &mut response);
+    response
+}
+
+fn add_retry_after(error: &Error, response: &mut Response) {
+    if let Some(delay) = error.retry_after() {
+        let secs = delay.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_are_recognised() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        assert_eq!(request_format(&headers).unwrap(), Format::Json);
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/x-protobuf".parse().unwrap(),
+        );
+        assert_eq!(request_format(&headers).unwrap(), Format::Protobuf);
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(matches!(
+            request_format(&headers),
+            Err(Error::UnsupportedMediaType(_))
+        ));
+    }
+
+    #[test]
+    fn retryable_errors_carry_retry_after() {
+        let err = Error::Overloaded {
+            reason: "test",
+            retry_after: Duration::from_secs(3),
+            too_many_requests: true,
+        };
+        let response = error_response(&err, Format::Protobuf);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+}

@@ -1,0 +1,503 @@
+//! Live buffers, the Parquet files behind them, and the manifest that commits both.
+//!
+//! ```text
+//!  WAL thread --apply_durable(seq, table, batch)--> live buffer (per table, seq order)
+//!                                                     |
+//!  flusher: snapshot live rows (seq <= S) ------------+
+//!     concat -> sort by the table's sort key -> split by hour -> Parquet files (fsync)
+//!     manifest.json.tmp (files + flushed_through = S) -> fsync -> rename   <- commit point
+//!     drop live rows with seq <= S; WAL segments <= min(flushed_through) can go
+//!
+//!  queries: snapshot(table) = (committed files, live batches) taken under one lock,
+//!           so a row is seen in exactly one of the two, never both, never neither.
+//! ```
+//!
+//! The manifest is the catalog: only files it lists exist for queries. A crash between
+//! writing files and committing the manifest leaves orphans, deleted on the next start,
+//! and the WAL still holds their rows, so nothing is lost and nothing is stored twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::TimestampNanosecondType;
+use parking_lot::Mutex;
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+use weft_schemas::Table;
+use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
+
+use crate::error::{Error, Result};
+use crate::wal::sync_dir;
+
+const MANIFEST_FILE: &str = "manifest.json";
+const MANIFEST_VERSION: u32 = 1;
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// One committed Parquet file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileMeta {
+    /// Path relative to the data directory, `/`-separated.
+    pub path: String,
+    pub tenant: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Smallest and largest value of the table's time column, in ns since the epoch.
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TableManifest {
+    /// Every WAL record with a sequence number `<=` this is in `files`.
+    flushed_through: u64,
+    files: Vec<FileMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    tables: BTreeMap<String, TableManifest>,
+}
+
+/// What a query reads for one table: committed files plus not-yet-flushed rows.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    pub files: Vec<Arc<FileMeta>>,
+    pub live: Vec<RecordBatch>,
+}
+
+/// Figures from one flush, for logs and tests.
+#[derive(Debug, Clone, Default)]
+pub struct FlushStats {
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub flushed_through: u64,
+}
+
+#[derive(Default)]
+struct TableState {
+    live: Vec<(u64, RecordBatch)>,
+    live_bytes: usize,
+    oldest_live: Option<Instant>,
+    files: Vec<Arc<FileMeta>>,
+    flushed_through: u64,
+}
+
+struct State {
+    tables: HashMap<Table, TableState>,
+    /// Highest WAL sequence number applied.
+    durable_seq: u64,
+}
+
+/// The collector's storage: see the module docs.
+pub struct Store {
+    data_dir: PathBuf,
+    tenant: String,
+    parquet: ParquetSettings,
+    max_file_rows: usize,
+    state: Mutex<State>,
+    /// One flush at a time: the manifest is rewritten from the committed state.
+    flush_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the store in `data_dir`: loads the manifest and deletes files it does not list.
+    pub fn open(
+        data_dir: &Path,
+        tenant: &str,
+        parquet: ParquetSettings,
+        max_file_rows: usize,
+    ) -> Result<Self> {
+        fs::create_dir_all(data_dir).map_err(|e| storage_err("create data dir", data_dir, e))?;
+        let manifest_path = data_dir.join(MANIFEST_FILE);
+        let manifest: Manifest = match fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Storage(format!("corrupt manifest {}: {e}", manifest_path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest {
+                version: MANIFEST_VERSION,
+                tables: BTreeMap::new(),
+            },
+            Err(e) => return Err(storage_err("read manifest", &manifest_path, e)),
+        };
+        if manifest.version != MANIFEST_VERSION {
+            return Err(Error::Storage(format!(
+                "manifest version {} is not supported (expected {MANIFEST_VERSION})",
+                manifest.version
+            )));
+        }
+        let mut tables = HashMap::new();
+        for table in Table::ALL {
+            let committed = manifest
+                .tables
+                .get(table.name())
+                .cloned()
+                .unwrap_or_default();
+            remove_orphans(data_dir, table, &committed.files)?;
+            tables.insert(
+                table,
+                TableState {
+                    files: committed.files.into_iter().map(Arc::new).collect(),
+                    flushed_through: committed.flushed_through,
+                    ..TableState::default()
+                },
+            );
+        }
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            tenant: tenant.to_owned(),
+            parquet,
+            max_file_rows: max_file_rows.max(1),
+            state: Mutex::new(State {
+                tables,
+                durable_seq: 0,
+            }),
+            flush_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether a replayed WAL record is already in Parquet files.
+    pub fn is_flushed(&self, table: Table, seq: u64) -> bool {
+        self.state.lock().tables[&table].flushed_through >= seq
+    }
+
+    /// Adds durable rows to the live buffers; called in WAL sequence order.
+    pub fn apply_durable(&self, group: Vec<(u64, (Table, RecordBatch))>) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        for (seq, (table, batch)) in group {
+            state.durable_seq = state.durable_seq.max(seq);
+            let table_state = state.tables.entry(table).or_default();
+            if seq <= table_state.flushed_through || batch.num_rows() == 0 {
+                continue;
+            }
+            table_state.live_bytes += batch.get_array_memory_size();
+            table_state.oldest_live.get_or_insert(now);
+            table_state.live.push((seq, batch));
+        }
+    }
+
+    /// Files and live rows of `table`, consistent with each other.
+    pub fn snapshot(&self, table: Table) -> TableSnapshot {
+        let state = self.state.lock();
+        let table_state = &state.tables[&table];
+        TableSnapshot {
+            files: table_state.files.clone(),
+            live: table_state.live.iter().map(|(_, b)| b.clone()).collect(),
+        }
+    }
+
+    /// Bytes of Arrow data held in live buffers, all tables.
+    pub fn live_bytes(&self) -> usize {
+        self.state
+            .lock()
+            .tables
+            .values()
+            .map(|t| t.live_bytes)
+            .sum()
+    }
+
+    /// Live bytes and the age of the oldest live row of `table`.
+    pub fn live_status(&self, table: Table) -> (usize, Option<Duration>) {
+        let state = self.state.lock();
+        let t = &state.tables[&table];
+        (t.live_bytes, t.oldest_live.map(|i| i.elapsed()))
+    }
+
+    /// Every WAL record `<=` the returned sequence number is in Parquet files.
+    pub fn flushed_through_all(&self) -> u64 {
+        let state = self.state.lock();
+        state
+            .tables
+            .values()
+            .map(|t| t.flushed_through)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Writes the live rows of `table` to Parquet and commits them. Blocking: run it on a
+    /// blocking thread.
+    pub fn flush(&self, table: Table) -> Result<FlushStats> {
+        let _one_flush_at_a_time = self.flush_lock.lock();
+        let (batches, through) = {
+            let mut state = self.state.lock();
+            let durable_seq = state.durable_seq;
+            let table_state = state.tables.get_mut(&table).expect("every table has state");
+            match table_state.live.last() {
+                Some(&(last_seq, _)) => (
+                    table_state
+                        .live
+                        .iter()
+                        .map(|(_, b)| b.clone())
+                        .collect::<Vec<_>>(),
+                    last_seq,
+                ),
+                None => {
+                    // Nothing pending for this table: all of the WAL so far is accounted for.
+                    table_state.flushed_through = table_state.flushed_through.max(durable_seq);
+                    return Ok(FlushStats {
+                        flushed_through: table_state.flushed_through,
+                        ..FlushStats::default()
+                    });
+                }
+            }
+        };
+
+        let new_files = self.write_files(table, &batches)?;
+        let stats = FlushStats {
+            rows: new_files.iter().map(|f| f.rows).sum(),
+            files: new_files.len(),
+            bytes: new_files.iter().map(|f| f.bytes).sum(),
+            flushed_through: through,
+        };
+
+        let mut state = self.state.lock();
+        let mut manifest = Manifest {
+            version: MANIFEST_VERSION,
+            tables: BTreeMap::new(),
+        };
+        for t in Table::ALL {
+            let ts = &state.tables[&t];
+            let mut files: Vec<FileMeta> = ts.files.iter().map(|f| (**f).clone()).collect();
+            let mut flushed_through = ts.flushed_through;
+            if t == table {
+                files.extend(new_files.iter().cloned());
+                flushed_through = through;
+            }
+            manifest.tables.insert(
+                t.name().to_owned(),
+                TableManifest {
+                    flushed_through,
+                    files,
+                },
+            );
+        }
+        // Written under the state lock so queries never see files and live rows overlap.
+        // The manifest is small next to the data it describes, so this is brief.
+        self.commit_manifest(&manifest)?;
+        let table_state = state.tables.get_mut(&table).expect("every table has state");
+        table_state
+            .files
+            .extend(new_files.into_iter().map(Arc::new));
+        table_state.flushed_through = through;
+        table_state.live.retain(|(seq, _)| *seq > through);
+        table_state.live_bytes = table_state
+            .live
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size())
+            .sum();
+        if table_state.live.is_empty() {
+            table_state.oldest_live = None;
+        }
+        Ok(stats)
+    }
+
+    fn write_files(&self, table: Table, batches: &[RecordBatch]) -> Result<Vec<FileMeta>> {
+        let schema = table.schema();
+        let all = concat_batches(&schema, batches)
+            .map_err(|e| Error::Storage(format!("concat {}: {e}", table.name())))?;
+        let sorted = sort_batch(table, &all)?;
+        let mut files = Vec::new();
+        let mut dirs_to_sync = Vec::new();
+        for (hour, rows) in split_by_hour(table, &sorted)? {
+            let mut offset = 0;
+            while offset < rows.num_rows() {
+                let len = self.max_file_rows.min(rows.num_rows() - offset);
+                let chunk = rows.slice(offset, len);
+                offset += len;
+                let relative = partition_path(table, &self.tenant, hour);
+                let dir = self.data_dir.join(&relative);
+                fs::create_dir_all(&dir).map_err(|e| storage_err("create", &dir, e))?;
+                let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
+                let path = dir.join(&name);
+                let bytes = write_parquet(&path, table, &chunk, &self.parquet)?;
+                let (min_time_ns, max_time_ns) = time_range(table, &chunk)?;
+                files.push(FileMeta {
+                    path: format!("{relative}/{name}"),
+                    tenant: self.tenant.clone(),
+                    rows: chunk.num_rows() as u64,
+                    bytes,
+                    min_time_ns,
+                    max_time_ns,
+                });
+                if !dirs_to_sync.contains(&dir) {
+                    dirs_to_sync.push(dir);
+                }
+            }
+        }
+        for dir in dirs_to_sync {
+            // New partition directories must survive a crash too: sync up to the data dir.
+            let mut current = Some(dir.as_path());
+            while let Some(d) = current {
+                sync_dir(d).map_err(|e| storage_err("sync", d, e))?;
+                if d == self.data_dir {
+                    break;
+                }
+                current = d.parent();
+            }
+        }
+        Ok(files)
+    }
+
+    fn commit_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let path = self.data_dir.join(MANIFEST_FILE);
+        let tmp = self.data_dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let bytes = serde_json::to_vec(manifest)
+            .map_err(|e| Error::Storage(format!("encode manifest: {e}")))?;
+        let mut file = File::create(&tmp).map_err(|e| storage_err("create", &tmp, e))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| storage_err("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| storage_err("rename", &tmp, e))?;
+        sync_dir(&self.data_dir).map_err(|e| storage_err("sync", &self.data_dir, e))
+    }
+}
+
+fn storage_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+/// `spans/tenant=default/date=2026-11-24/hour=13`
+fn partition_path(table: Table, tenant: &str, hour: i64) -> String {
+    let start_ns = hour.saturating_mul(NANOS_PER_HOUR);
+    let (date, hh) = match arrow::temporal_conversions::timestamp_ns_to_datetime(start_ns) {
+        Some(dt) => (
+            dt.format("%Y-%m-%d").to_string(),
+            dt.format("%H").to_string(),
+        ),
+        None => ("1970-01-01".to_owned(), "00".to_owned()),
+    };
+    format!("{}/tenant={tenant}/date={date}/hour={hh}", table.name())
+}
+
+fn sort_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns = table
+        .sort_columns()
+        .iter()
+        .map(|name| {
+            let values = batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Storage(format!("sort column {name} missing")))?;
+            Ok(SortColumn {
+                values: values.clone(),
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let indices = lexsort_to_indices(&columns, None)
+        .map_err(|e| Error::Storage(format!("sort {}: {e}", table.name())))?;
+    take_record_batch(batch, &indices)
+        .map_err(|e| Error::Storage(format!("reorder {}: {e}", table.name())))
+}
+
+/// Splits rows by the hour of the table's time column, keeping their order.
+fn split_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    let times = batch
+        .column_by_name(table.time_column())
+        .ok_or_else(|| Error::Storage("time column missing".into()))?
+        .as_primitive::<TimestampNanosecondType>();
+    let hours: Vec<i64> = times
+        .values()
+        .iter()
+        .map(|t| t.div_euclid(NANOS_PER_HOUR))
+        .collect();
+    let first = match hours.first() {
+        Some(h) => *h,
+        None => return Ok(Vec::new()),
+    };
+    if hours.iter().all(|h| *h == first) {
+        return Ok(vec![(first, batch.clone())]);
+    }
+    let mut by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (row, hour) in hours.iter().enumerate() {
+        by_hour.entry(*hour).or_default().push(row as u32);
+    }
+    by_hour
+        .into_iter()
+        .map(|(hour, rows)| {
+            let indices = UInt32Array::from(rows);
+            take_record_batch(batch, &indices)
+                .map(|b| (hour, b))
+                .map_err(|e| Error::Storage(format!("partition: {e}")))
+        })
+        .collect()
+}
+
+fn time_range(table: Table, batch: &RecordBatch) -> Result<(i64, i64)> {
+    let times = batch
+        .column_by_name(table.time_column())
+        .ok_or_else(|| Error::Storage("time column missing".into()))?
+        .as_primitive::<TimestampNanosecondType>();
+    let min = arrow::compute::min(times).unwrap_or(0);
+    let max = arrow::compute::max(times).unwrap_or(0);
+    debug_assert_eq!(times.null_count(), 0, "time columns are not nullable");
+    Ok((min, max))
+}
+
+fn write_parquet(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+    settings: &ParquetSettings,
+) -> Result<u64> {
+    let file = File::create(path).map_err(|e| storage_err("create", path, e))?;
+    let props = writer_properties(table, settings, batch.num_rows() as u64);
+    let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props))
+        .map_err(|e| Error::Storage(format!("parquet writer {}: {e}", path.display())))?;
+    writer
+        .write(batch)
+        .map_err(|e| Error::Storage(format!("parquet write {}: {e}", path.display())))?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::Storage(format!("parquet close {}: {e}", path.display())))?;
+    file.sync_all().map_err(|e| storage_err("sync", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| storage_err("stat", path, e))?
+        .len();
+    Ok(len)
+}
+
+/// Deletes Parquet files of `table` that the manifest does not list (crash leftovers).
+fn remove_orphans(data_dir: &Path, table: Table, committed: &[FileMeta]) -> Result<()> {
+    let root = data_dir.join(table.name());
+    if !root.exists() {
+        return Ok(());
+    }
+    let keep: std::collections::HashSet<PathBuf> =
+        committed.iter().map(|f| data_dir.join(&f.path)).collect();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| storage_err("list", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| storage_err("list", &dir, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") && !keep.contains(&path) {
+                tracing::info!(file = %path.display(), "removing parquet file not in the manifest");
+                fs::remove_file(&path).map_err(|e| storage_err("remove", &path, e))?;
+            }
+        }
+    }
+    Ok(())
+}

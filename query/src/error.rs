@@ -1,0 +1,87 @@
+//! The query service's error type and its HTTP mapping.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use datafusion::error::DataFusionError;
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("weft's sql endpoint is read-only: {0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("query did not finish within its time limit of {0}s")]
+    Timeout(u64),
+    #[error("query exceeded its memory limit: {0}")]
+    ResourcesExhausted(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("query failed: {0}")]
+    Execution(String),
+    #[error(transparent)]
+    Schema(#[from] weft_schemas::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<DataFusionError> for Error {
+    fn from(err: DataFusionError) -> Self {
+        match err.find_root() {
+            DataFusionError::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => {
+                let message = err.strip_backtrace();
+                if is_read_only_refusal(&message) {
+                    Error::Forbidden(message)
+                } else {
+                    Error::BadRequest(message)
+                }
+            }
+            _ => Error::Execution(err.strip_backtrace()),
+        }
+    }
+}
+
+/// DataFusion's `SQLOptions` refusals ("DDL not supported: …") are plan errors.
+fn is_read_only_refusal(message: &str) -> bool {
+    [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Error::Execution(_) | Error::Schema(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "query failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP API of the query service: `POST /api/v1/sql` and `GET /api/v1/traces/{trace_id}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+
+use crate::{Error, QueryService, SqlResult, parse_trace_id};
+
+/// Arrow IPC stream media type.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+pub fn router(service: Arc<QueryService>) -> Router {
+    let sql_limit = service.config().max_sql_bytes;
+    Router::new()
+        .route(
+            "/api/v1/sql",
+            post(sql).layer(DefaultBodyLimit::max(sql_limit)),
+        )
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        .with_state(service)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Json,
+    Arrow,
+    Csv,
+}
+
+fn output_format(headers: &HeaderMap) -> Result<Output, Error> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    for candidate in accept.split(',') {
+        let media = candidate.split(';').next().unwrap_or("").trim();
+        match media {
+            "*/*" | "application/*" | "application/json" => return Ok(Output::Json),
+            ARROW_STREAM => return Ok(Output::Arrow),
+            "text/csv" | "text/*" => return Ok(Output::Csv),
+            _ => {}
+        }
+    }
+    Err(Error::NotAcceptable(format!(
+        "cannot produce {accept:?}: use application/json, {ARROW_STREAM} or text/csv"
+    )))
+}
+
+async fn sql(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    body: Result<Json<SqlRequest>, JsonRejection>,
+) -> Result<Response, Error> {
+    let Json(request) = body.map_err(|e| {
+        Error::BadRequest(format!(
+            "expected a json body {{\"sql\": \"...\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let output = output_format(&headers)?;
+    let result = service.sql(&request.sql).await?;
+    let (content_type, bytes) = encode(&result, output)?;
+    let mut response = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+    let rows: usize = result.batches.iter().map(|b| b.num_rows()).sum();
+    let headers = response.headers_mut();
+    headers.insert("x-weft-rows", HeaderValue::from(rows));
+    if result.truncated {
+        headers.insert("x-weft-truncated", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn encode(result: &SqlResult, output: Output) -> Result<(&'static str, Vec<u8>), Error> {
+    let batches: Vec<&arrow::array::RecordBatch> = result.batches.iter().collect();
+    match output {
+        Output::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            writer
+                .write_batches(&batches)
+                .and_then(|_| writer.finish())
+                .map_err(|e| Error::Execution(format!("json encoding: {e}")))?;
+            let mut bytes = writer.into_inner();
+            if bytes.is_empty() {
+                bytes = b"[]".to_vec();
+            }
+            Ok(("application/json", bytes))
+        }
+        Output::Arrow => {
+            let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &result.schema)
+                .map_err(|e| Error::Execution(format!("arrow encoding: {e}")))?;
+            for batch in batches {
+                writer
+                    .write(batch)
+                    .map_err(|e| Error::Execution(format!("arrow encoding: {e}")))?;
+            }
+            writer
+                .finish()
+                .map_err(|e| Error::Execution(format!("arrow encoding: {e}")))?;
+            let bytes = writer
+                .into_inner()
+                .map_err(|e| Error::Execution(format!("arrow encoding: {e}")))?;
+            Ok((ARROW_STREAM, bytes))
+        }
+        Output::Csv => {
+            let mut writer = arrow::csv::Writer::new(Vec::new());
+            for batch in batches {
+                writer.write(batch).map_err(|e| {
+                    Error::NotAcceptable(format!(
+                        "csv cannot hold this result ({e}); select scalar columns or use json"
+                    ))
+                })?;
+            }
+            Ok(("text/csv", writer.into_inner()))
+        }
+    }
+}
+
+async fn trace(
+    State(service): State<Arc<QueryService>>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, Error> {
+    let id = parse_trace_id(&trace_id)?;
+    let Some(batches) = service.trace(id).await? else {
+        return Err(Error::NotFound(format!("trace {trace_id} not found")));
+    };
+    let spans: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let resource_spans = weft_schemas::spans::to_otlp(&batches)?;
+    let body = weft_schemas::otlp_json::encode_resource_spans(&resource_spans);
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert("x-weft-span-count", HeaderValue::from(spans));
+    Ok(response)
+}

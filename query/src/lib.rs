@@ -1,0 +1,215 @@
+//! Weft's query service: DataFusion over stored Parquet and the collector's live rows.
+//!
+//! ```text
+//!  POST /api/v1/sql ──> read-only check (no DDL / DML / COPY / SET) ─┐
+//!  GET  /api/v1/traces/{id} ──> spans WHERE trace_id = id ───────────┤
+//!                                                                    ▼
+//!             per-query SessionContext (own memory pool, no spilling, time limit)
+//!               tables: spans, metrics  = provider::WeftTable
+//!                          ├─ committed Parquet files (pruned by stats, bloom filters)
+//!                          └─ live rows not yet flushed (visible as soon as acknowledged)
+//!  rows ──> JSON (default) | Arrow IPC stream | CSV        spans ──> OTLP/JSON resourceSpans
+//! ```
+//!
+//! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,
+//! no object stores other than the data directory.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod provider;
+pub mod udf;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::scalar::ScalarValue;
+use weft_collector::Collector;
+use weft_schemas::Table;
+
+pub use config::QueryConfig;
+pub use error::{Error, Result};
+
+/// Result rows of a SQL query.
+#[derive(Debug)]
+pub struct SqlResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// More rows existed than `max_result_rows`; they were cut off.
+    pub truncated: bool,
+}
+
+/// The query service of one process.
+pub struct QueryService {
+    collector: Arc<Collector>,
+    config: QueryConfig,
+    /// Shared by all queries so Parquet footers are read once (metadata cache).
+    base_runtime: Arc<RuntimeEnv>,
+}
+
+impl std::fmt::Debug for QueryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryService")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl QueryService {
+    pub fn new(collector: Arc<Collector>, config: QueryConfig) -> Result<Self> {
+        let base_runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        Ok(Self {
+            collector,
+            config,
+            base_runtime,
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// A fresh session with Weft's tables and functions and this query's own memory pool.
+    pub fn session(&self) -> Result<SessionContext> {
+        let mut runtime = (*self.base_runtime).clone();
+        runtime.memory_pool = Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(self.config.memory_limit_bytes),
+            NonZeroUsize::new(3).expect("non-zero"),
+        ));
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let options = config.options_mut();
+        options.execution.parquet.pushdown_filters = true;
+        options.execution.parquet.reorder_filters = true;
+        options.execution.parquet.bloom_filter_on_read = true;
+        let ctx = SessionContext::new_with_config_rt(config, Arc::new(runtime));
+        for table in Table::ALL {
+            ctx.register_table(
+                table.name(),
+                Arc::new(provider::WeftTable::new(table, self.collector.clone())),
+            )?;
+        }
+        for udf in udf::all() {
+            ctx.register_udf(udf);
+        }
+        Ok(ctx)
+    }
+
+    fn read_only() -> SQLOptions {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+    }
+
+    /// Runs one read-only SQL statement within the time and memory limits.
+    pub async fn sql(&self, sql: &str) -> Result<SqlResult> {
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let max_rows = self.config.max_result_rows;
+        let run = async {
+            let ctx = self.session()?;
+            let df = ctx.sql_with_options(sql, Self::read_only()).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
+            Ok::<_, Error>((schema, batches))
+        };
+        let (schema, mut batches) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(self.config.timeout_secs))??;
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let truncated = total > max_rows;
+        if truncated {
+            let mut keep = max_rows;
+            for batch in &mut batches {
+                let take = keep.min(batch.num_rows());
+                *batch = batch.slice(0, take);
+                keep -= take;
+            }
+            batches.retain(|b| b.num_rows() > 0);
+        }
+        Ok(SqlResult {
+            schema,
+            batches,
+            truncated,
+        })
+    }
+
+    /// All spans of one trace, or `None` when no span has that ID. No time range needed:
+    /// Parquet statistics and bloom filters on `trace_id` skip what cannot match.
+    pub async fn trace(&self, trace_id: [u8; 16]) -> Result<Option<Vec<RecordBatch>>> {
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let run = async {
+            let ctx = self.session()?;
+            let id = lit(ScalarValue::FixedSizeBinary(16, Some(trace_id.to_vec())));
+            let batches = ctx
+                .table(Table::Spans.name())
+                .await?
+                .filter(col(weft_schemas::columns::TRACE_ID).eq(id))?
+                .sort(vec![
+                    col(weft_schemas::columns::START_TIME).sort(true, true),
+                ])?
+                .collect()
+                .await?;
+            Ok::<_, Error>(batches)
+        };
+        let batches = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(self.config.timeout_secs))??;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        Ok((rows > 0).then_some(batches))
+    }
+}
+
+/// Parses a trace ID from hex: 32 digits, or 16 for a 64-bit ID (zero-padded on the left,
+/// as Zipkin and Jaeger do). The all-zero ID is invalid in OTLP.
+pub fn parse_trace_id(text: &str) -> Result<[u8; 16]> {
+    let text = text.trim();
+    let padded;
+    let full = match text.len() {
+        32 => text,
+        16 => {
+            padded = format!("{:0>32}", text);
+            &padded
+        }
+        _ => {
+            return Err(Error::BadRequest(format!(
+                "trace id {text:?} must be 32 hex digits"
+            )));
+        }
+    };
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(full, &mut id)
+        .map_err(|_| Error::BadRequest(format!("trace id {text:?} is not hex")))?;
+    if id == [0u8; 16] {
+        return Err(Error::BadRequest("the all-zero trace id is invalid".into()));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_parse_strictly() {
+        let id = parse_trace_id("5b8efff798038103d269b633813fc60c").unwrap();
+        assert_eq!(id[0], 0x5b);
+        let short = parse_trace_id("d269b633813fc60c").unwrap();
+        assert_eq!(&short[..8], &[0; 8]);
+        assert!(parse_trace_id("00000000000000000000000000000000").is_err());
+        assert!(parse_trace_id("xyz").is_err());
+        assert!(parse_trace_id("5b8efff798038103d269b633813fc60g").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! The `weft` configuration: one serde tree, read from a TOML file, then overridden by
+//! `WEFT_*` environment variables, then by command-line flags.
+//!
+//! Environment variables name a key path with `__` between levels, e.g.
+//! `WEFT_COLLECTOR__DATA_DIR=/var/lib/weft` or `WEFT_LISTEN__OTLP_GRPC=0.0.0.0:4317`.
+//! Values are read as TOML (numbers, booleans) and fall back to plain strings.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use weft_collector::CollectorConfig;
+use weft_query::QueryConfig;
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "WEFT_";
+/// Variables with the prefix that are not config keys.
+const ENV_RESERVED: &[&str] = &["WEFT_CONFIG", "WEFT_LOG"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WeftConfig {
+    pub listen: ListenConfig,
+    pub collector: CollectorConfig,
+    pub query: QueryConfig,
+}
+
+/// Where `weft up` listens. Port 0 picks a free port; the chosen one is printed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// OTLP/gRPC receiver.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP receiver (also Prometheus remote-write at /api/v1/write).
+    pub otlp_http: SocketAddr,
+    /// Query API (SQL, traces) and the web viewer.
+    pub query_http: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            otlp_grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            query_http: SocketAddr::from(([127, 0, 0, 1], 3200)),
+        }
+    }
+}
+
+impl WeftConfig {
+    /// Loads the file (if any), applies `vars` (normally `std::env::vars()`), then the
+    /// `key.path=value` overrides from flags.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if ENV_RESERVED.contains(&name.as_str()) || key.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut tree, &path, &value)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        for (key, value) in overrides {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut tree, &path, value).with_context(|| format!("override {key}"))?;
+        }
+        let config: WeftConfig = toml::Value::Table(tree)
+            .try_into()
+            .context("invalid configuration")?;
+        Ok(config)
+    }
+}
+
+fn set_path(tree: &mut toml::Table, path: &[String], raw: &str) -> anyhow::Result<()> {
+    let Some((last, parents)) = path.split_last() else {
+        bail!("empty key");
+    };
+    let mut table = tree;
+    for part in parents {
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(next) = entry else {
+            bail!("{part} is not a table");
+        };
+        table = next;
+    }
+    table.insert(last.clone(), parse_value(raw));
+    Ok(())
+}
+
+/// `8080` -> integer, `true` -> boolean, `"x"`/`[1]` -> TOML; anything else a string.
+fn parse_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weft.toml");
+        std::fs::write(
+            &file,
+            "[collector]\ndata_dir = \"/from/file\"\n[query]\ntimeout_secs = 5\n",
+        )
+        .unwrap();
+        let vars = vec![
+            (
+                "WEFT_COLLECTOR__DATA_DIR".to_owned(),
+                "/from/env".to_owned(),
+            ),
+            ("WEFT_QUERY__TIMEOUT_SECS".to_owned(), "7".to_owned()),
+            ("WEFT_CONFIG".to_owned(), "ignored".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        let flags = vec![("query.timeout_secs".to_owned(), "9".to_owned())];
+        let config = WeftConfig::load(Some(&file), vars, &flags).unwrap();
+        assert_eq!(config.collector.data_dir, Path::new("/from/env"));
+        assert_eq!(config.query.timeout_secs, 9);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let vars = vec![("WEFT_QUERY__NO_SUCH_KEY".to_owned(), "1".to_owned())];
+        let err = WeftConfig::load(None, vars, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+    }
+
+    /// `config.example.toml` documents every key with its default value.
+    #[test]
+    fn example_config_matches_the_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: WeftConfig = toml::from_str(&text).unwrap();
+        assert_eq!(
+            example,
+            WeftConfig::default(),
+            "example values must be the defaults"
+        );
+        let example_keys = keys(&text.parse::<toml::Table>().unwrap(), "");
+        let default_text = toml::to_string(&WeftConfig::default()).unwrap();
+        let default_keys = keys(&default_text.parse::<toml::Table>().unwrap(), "");
+        assert_eq!(example_keys, default_keys, "example must list every key");
+    }
+
+    fn keys(table: &toml::Table, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in table {
+            let key = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(t) => out.extend(keys(t, &format!("{key}."))),
+                _ => out.push(key),
+            }
+        }
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,139 @@
+//! `weft up`: binds every listener, prints the addresses, serves until SIGINT/SIGTERM,
+//! then flushes buffered data.
+//!
+//! ```text
+//!  :4317 tonic  ── OTLP gRPC ──┐
+//!  :4318 axum   ── OTLP HTTP ──┼─> weft_collector::Collector ──> WAL, Parquet
+//!  :3200 axum   ── query API, web viewer ──> weft_query::QueryService ──┘ (snapshots)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weft_collector::Collector;
+use weft_query::QueryService;
+
+use crate::config::WeftConfig;
+
+/// Liveness and readiness, shared by every listener.
+#[derive(Debug, Default)]
+struct Health {
+    shutting_down: AtomicBool,
+}
+
+fn health_routes(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Arc<Health>>| async move {
+                if h.shutting_down.load(Ordering::Relaxed) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                } else {
+                    (StatusCode::OK, "ready")
+                }
+            }),
+        )
+        .with_state(health)
+}
+
+pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
+    let data_dir = &config.collector.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let mut collector_config = config.collector.clone();
+    collector_config.data_dir = std::fs::canonicalize(data_dir)?;
+    // The WAL is replayed here, before any listener accepts data.
+    let collector = Collector::open(collector_config).context("opening the collector")?;
+    let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
+    let health = Arc::new(Health::default());
+
+    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
+    let http_listener = bind(config.listen.otlp_http, "otlp-http").await?;
+    let query_listener = bind(config.listen.query_http, "query-http").await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let query_addr = query_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(collector.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let otlp_http = weft_collector::receiver::http::router(collector.clone())
+        .merge(health_routes(health.clone()));
+    let query_http = weft_query::http::router(query)
+        .merge(weft_ui::router())
+        .merge(health_routes(health.clone()));
+
+    println!("weft: otlp-grpc listening on {grpc_addr}");
+    println!("weft: otlp-http listening on http://{http_addr}");
+    println!("weft: query-http listening on http://{query_addr}");
+    println!(
+        "weft: data directory {}",
+        collector.store().data_dir().display()
+    );
+    println!("weft: ready");
+
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, otlp_http)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let query_task = tokio::spawn(
+        axum::serve(query_listener, query_http)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests, then flushing buffered data");
+    health.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let (grpc_result, http_result, query_result) = tokio::join!(grpc_task, http_task, query_task);
+    grpc_result?.context("otlp-grpc server")?;
+    http_result?.context("otlp-http server")?;
+    query_result?.context("query server")?;
+    collector.shutdown().await.context("final flush")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} on {addr}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
