@@ -88,7 +88,8 @@ pub struct Report {
     pub latency: LatencySummary,
     /// Failure reasons and how often each was seen (attempt-level).
     pub error_kinds: BTreeMap<String, u64>,
-    /// Rate mode only: whether the offered rate reached 95% of the target.
+    /// Rate mode only (and not stopped early): whether the offered rate
+    /// reached 95% of the target.
     pub kept_up: Option<bool>,
     /// Rate mode only: how often a request was due while all
     /// `concurrency` requests were still in flight.

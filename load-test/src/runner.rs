@@ -695,7 +695,9 @@ pub(crate) async fn run(cfg: LoadConfig, on_ack: Option<AckCallback>) -> anyhow:
         avg_encoded_span_bytes: Shared::get(&s.proto_bytes) as f64 / spans_sent.max(1) as f64,
         latency,
         error_kinds,
-        kept_up: target_rate.map(|r| stopped_early.is_none() && offered >= 0.95 * r as f64),
+        kept_up: target_rate
+            .filter(|_| stopped_early.is_none())
+            .map(|r| offered >= 0.95 * r as f64),
         concurrency_stalls: dispatcher.stalls,
         stopped_early,
         metrics: cfg.metrics.then(|| MetricsSummary {

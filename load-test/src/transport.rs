@@ -315,25 +315,29 @@ async fn grpc_export(channel: Channel, gzip: bool, signal: Signal, body: Bytes) 
 
 fn classify_grpc(status: &Status) -> Outcome {
     let code = status.code();
-    let reason = format!("grpc {code:?}: {}", truncate(status.message(), 120));
+    let reason = with_detail(format!("grpc {code:?}"), status.message());
     // tonic attaches a source error only to statuses it synthesised locally
     // (connect refused, connection reset, timeout); statuses sent by the
     // server have none.
-    if std::error::Error::source(status).is_some() {
+    if let Some(source) = std::error::Error::source(status) {
         return Outcome::Failed {
-            reason,
+            reason: format!(
+                "{reason} ({})",
+                truncate(&innermost(source).to_string(), 120)
+            ),
             connection: true,
         };
     }
     match code {
         // OTLP/gRPC retryable codes; RESOURCE_EXHAUSTED is the server's
         // back-pressure signal and is retried even without RetryInfo.
+        // OUT_OF_RANGE, retryable in the spec, is what tonic servers answer
+        // to an oversized message, which no retry can fix.
         Code::Unavailable
         | Code::ResourceExhausted
         | Code::Cancelled
         | Code::DeadlineExceeded
         | Code::Aborted
-        | Code::OutOfRange
         | Code::DataLoss => Outcome::Retryable {
             delay: status
                 .get_details_retry_info()
@@ -405,10 +409,7 @@ async fn http_export(
             rejected: rejected_count(signal, json, &body),
         };
     }
-    let reason = format!(
-        "http {code}: {}",
-        truncate(&String::from_utf8_lossy(&body), 120)
-    );
+    let reason = with_detail(format!("http {code}"), &String::from_utf8_lossy(&body));
     match code {
         // OTLP/HTTP retryable responses.
         429 | 502 | 503 | 504 => Outcome::Retryable {
@@ -450,14 +451,28 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         "transport error"
     };
     // The innermost cause carries the useful bit ("Connection refused").
-    let mut cause: &dyn std::error::Error = e;
+    format!("{kind}: {}", truncate(&innermost(e).to_string(), 120))
+}
+
+fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
     for _ in 0..16 {
         match cause.source() {
             Some(next) => cause = next,
             None => break,
         }
     }
-    format!("{kind}: {}", truncate(&cause.to_string(), 120))
+    cause
+}
+
+/// `"{what}: {detail}"`, detail shortened; just `what` when there is no detail.
+fn with_detail(what: String, detail: &str) -> String {
+    match truncate(detail, 120) {
+        "" => what,
+        detail => format!("{what}: {detail}"),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
