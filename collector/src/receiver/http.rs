@@ -47,64 +47,63 @@ pub fn router(collector: Arc<Collector>) -> Router {
 }
 
 async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
-    let format = match request_format(&headers) {
+    export(&c, &headers, body, Signal::Traces).await
+}
+
+async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
+    export(&c, &headers, body, Signal::Metrics).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+}
+
+async fn export(c: &Collector, headers: &HeaderMap, body: Body, signal: Signal) -> Response {
+    let format = match request_format(headers) {
         Ok(f) => f,
         Err(e) => return error_response(&e, Format::Json),
     };
-    let (body, _permit) = match read_body(&c, &headers, body).await {
+    let (body, _permit) = match read_body(c, headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e, format),
     };
-    match c.export_traces(body, format).await {
-        Ok(outcome) => {
-            let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
-            let body = match format {
-                Format::Protobuf => ExportTraceServiceResponse {
-                    partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
-                        rejected_spans: rejected,
-                        error_message: message(&outcome),
-                    }),
-                }
-                .encode_to_vec(),
-                Format::Json => weft_schemas::otlp_json::encode_trace_response(
-                    outcome.rejected,
-                    outcome.rejection_message.as_deref(),
-                ),
-            };
-            success_response(format, body)
-        }
+    let result = match signal {
+        Signal::Traces => c.export_traces(body, format).await,
+        Signal::Metrics => c.export_metrics(body, format).await,
+    };
+    match result {
+        Ok(outcome) => success_response(format, encode_outcome(signal, format, &outcome)),
         Err(e) => error_response(&e, format),
     }
 }
 
-async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
-    let format = match request_format(&headers) {
-        Ok(f) => f,
-        Err(e) => return error_response(&e, Format::Json),
-    };
-    let (body, _permit) = match read_body(&c, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e, format),
-    };
-    match c.export_metrics(body, format).await {
-        Ok(outcome) => {
-            let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
-            let body = match format {
-                Format::Protobuf => ExportMetricsServiceResponse {
-                    partial_success: (outcome.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                        rejected_data_points: rejected,
-                        error_message: message(&outcome),
-                    }),
-                }
-                .encode_to_vec(),
-                Format::Json => weft_schemas::otlp_json::encode_metrics_response(
-                    outcome.rejected,
-                    outcome.rejection_message.as_deref(),
-                ),
-            };
-            success_response(format, body)
+/// The `Export*ServiceResponse`, with partial success when something was rejected.
+fn encode_outcome(signal: Signal, format: Format, outcome: &ExportOutcome) -> Vec<u8> {
+    let rejected = i64::try_from(outcome.rejected).unwrap_or(i64::MAX);
+    let message = outcome.rejection_message.as_deref();
+    match (signal, format) {
+        (Signal::Traces, Format::Protobuf) => ExportTraceServiceResponse {
+            partial_success: (outcome.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: message.unwrap_or_default().to_owned(),
+            }),
         }
-        Err(e) => error_response(&e, format),
+        .encode_to_vec(),
+        (Signal::Metrics, Format::Protobuf) => ExportMetricsServiceResponse {
+            partial_success: (outcome.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message.unwrap_or_default().to_owned(),
+            }),
+        }
+        .encode_to_vec(),
+        (Signal::Traces, Format::Json) => {
+            weft_schemas::otlp_json::encode_trace_response(outcome.rejected, message)
+        }
+        (Signal::Metrics, Format::Json) => {
+            weft_schemas::otlp_json::encode_metrics_response(outcome.rejected, message)
+        }
     }
 }
 
@@ -135,16 +134,14 @@ async fn prometheus_write(
         Err(e) => return plain_error(&Error::InvalidCompression(format!("snappy: {e}"))),
     }
     match c.export_prometheus(body).await {
-        Ok(outcome) if outcome.rejected > 0 && outcome.accepted == 0 => {
-            (StatusCode::BAD_REQUEST, message(&outcome)).into_response()
-        }
+        Ok(outcome) if outcome.rejected > 0 && outcome.accepted == 0 => (
+            StatusCode::BAD_REQUEST,
+            outcome.rejection_message.unwrap_or_default(),
+        )
+            .into_response(),
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => plain_error(&e),
     }
-}
-
-fn message(outcome: &ExportOutcome) -> String {
-    outcome.rejection_message.clone().unwrap_or_default()
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
