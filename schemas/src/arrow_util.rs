@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use arrow::array::{
-    Array, ArrayRef, DictionaryArray, FixedSizeBinaryArray, NullBufferBuilder, RecordBatch,
-    StringArray, TypedDictionaryArray,
+    Array, ArrayRef, DictionaryArray, FixedSizeBinaryArray, Int32Array, NullBufferBuilder,
+    RecordBatch, StringArray, StringBuilder, TypedDictionaryArray,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Int32Type, TimeUnit};
@@ -154,6 +156,72 @@ impl IdBuilder {
     }
 }
 
+/// A `Dictionary(Int32, Utf8)` column whose value is constant over runs of rows
+/// (`service_name` per resource, `scope_name` per scope): the caller interns the value once per
+/// run and pushes the key per row, so a row costs no hashing or string comparison.
+#[derive(Default)]
+pub(crate) struct InternedDict {
+    keys: Vec<i32>,
+    values: StringBuilder,
+    index: HashMap<String, i32>,
+}
+
+impl InternedDict {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        Self {
+            keys: Vec::with_capacity(rows),
+            ..Default::default()
+        }
+    }
+
+    /// The key of `value`, adding it to the dictionary if new.
+    pub(crate) fn intern(&mut self, value: &str) -> Result<i32, ArrowError> {
+        if let Some(k) = self.index.get(value) {
+            return Ok(*k);
+        }
+        let k =
+            i32::try_from(self.index.len()).map_err(|_| ArrowError::DictionaryKeyOverflowError)?;
+        self.values.append_value(value);
+        self.index.insert(value.to_owned(), k);
+        Ok(k)
+    }
+
+    /// Appends a row holding the value `key` was interned for.
+    pub(crate) fn push(&mut self, key: i32) {
+        self.keys.push(key);
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        let keys = Int32Array::from(std::mem::take(&mut self.keys));
+        self.index.clear();
+        Ok(Arc::new(DictionaryArray::try_new(
+            keys,
+            Arc::new(self.values.finish()),
+        )?))
+    }
+}
+
+/// Renders an integer without the `fmt` machinery (attribute ints are common and this runs
+/// per value on the ingest path).
+pub(crate) fn format_i64(v: i64, buf: &mut [u8; 20]) -> &str {
+    let mut n = v.unsigned_abs();
+    let mut pos = buf.len();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    // Only ASCII digits and '-' were written.
+    std::str::from_utf8(&buf[pos..]).unwrap_or_default()
+}
+
 /// Offsets and validity of a list column whose child is built separately (lists of structs).
 pub(crate) struct ListOffsets {
     offsets: Vec<i32>,
@@ -294,6 +362,30 @@ mod tests {
         let mut one = Rejections::default();
         one.add("x", 1);
         assert_eq!(one.message("span", "spans").unwrap(), "1 span rejected: x");
+    }
+
+    #[test]
+    fn integers() {
+        let mut buf = [0u8; 20];
+        for v in [0, 7, -7, 10, 1234567890, i64::MAX, i64::MIN] {
+            assert_eq!(format_i64(v, &mut buf), v.to_string());
+        }
+    }
+
+    #[test]
+    fn interned_dict() {
+        let mut d = InternedDict::with_capacity(3);
+        let a = d.intern("a").unwrap();
+        let b = d.intern("b").unwrap();
+        assert_eq!(d.intern("a").unwrap(), a);
+        d.push(a);
+        d.push(b);
+        d.push(a);
+        let arr = d.finish().unwrap();
+        assert_eq!(arr.data_type(), &dict_type());
+        let s = arrow::compute::cast(&arr, &DataType::Utf8).unwrap();
+        let s: &StringArray = downcast(s.as_ref(), "x").unwrap();
+        assert_eq!(s.iter().flatten().collect::<Vec<_>>(), vec!["a", "b", "a"]);
     }
 
     #[test]

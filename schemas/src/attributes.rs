@@ -38,7 +38,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
-use crate::arrow_util::downcast;
+use crate::arrow_util::{downcast, format_i64};
 use crate::columns::{LIST_ITEM, map};
 use crate::{Error, Result};
 
@@ -202,10 +202,19 @@ impl AttrsBuilder {
         use any_value::Value as V;
         let (keys, values) = self.map.entries();
         let mut all_strings = true;
+        let mut int_buf = [0u8; 20];
         for kv in kvs {
             keys.append_value(&kv.key);
             match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(V::StringValue(s)) => values.append_value(s),
+                Some(V::IntValue(i)) => {
+                    values.append_value(format_i64(*i, &mut int_buf));
+                    all_strings = false;
+                }
+                Some(V::BoolValue(b)) => {
+                    values.append_value(if *b { "true" } else { "false" });
+                    all_strings = false;
+                }
                 None | Some(V::StringValueStrindex(_)) => {
                     values.append_null();
                     all_strings = false;

@@ -27,7 +27,8 @@
 //!
 //! **Validation.** A point is rejected when its metric name is empty, its time, start time or
 //! an exemplar's time is above `i64::MAX` ns, or an exemplar's trace id / span id is neither
-//! empty nor 16 / 8 bytes long.
+//! empty nor 16 / 8 bytes long. As for spans, a request whose repeated attributes (resource,
+//! scope, metric metadata on every row) would exceed 8 388 608 map entries is rejected whole.
 //!
 //! **`series_id`** identifies a series: a stable 64-bit hash of the metric name, the resource
 //! attributes, the scope name and version and the point attributes (see [`series_id`]).
@@ -53,14 +54,15 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use crate::arrow_util::{
-    DictStr, IdBuilder, ListOffsets, Rejections, dict_type, downcast, finish_batch, list_item,
-    list_type, opt_str, str_or_empty, table_column, ts_type,
+    DictStr, IdBuilder, InternedDict, ListOffsets, Rejections, dict_type, downcast, finish_batch,
+    list_item, list_type, opt_str, str_or_empty, table_column, ts_type,
 };
 use crate::attributes::{AttrsBuilder, AttrsReader, map_type, types_type};
 use crate::columns::exemplar as excol;
 use crate::columns::*;
 use crate::resource_scope::{
-    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, ResourceScopeReader,
+    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, ResourceScopeReader, Sizes,
+    TOO_MANY_REPEATED,
 };
 use crate::{Converted, Error, Result, Table};
 
@@ -284,34 +286,51 @@ pub fn from_otlp(req: &ExportMetricsServiceRequest) -> Converted {
 
 /// [`from_otlp`] with rejections already counted by a caller (Prometheus remote write).
 pub(crate) fn convert(req: &ExportMetricsServiceRequest, rejections: &mut Rejections) -> Converted {
-    let rows: usize = req
-        .resource_metrics
-        .iter()
-        .flat_map(|rm| &rm.scope_metrics)
-        .flat_map(|sm| &sm.metrics)
-        .map(point_count)
-        .sum();
-    let mut b = MetricsBuilder::with_capacity(rows);
-    let columns = append_request(&mut b, req, rejections).and_then(|()| b.finish());
+    let mut sizes = Sizes::default();
+    for rm in &req.resource_metrics {
+        let resource_attrs = rm.resource.as_ref().map_or(0, |r| r.attributes.len());
+        for sm in &rm.scope_metrics {
+            let scope_attrs = sm.scope.as_ref().map_or(0, |s| s.attributes.len());
+            for m in &sm.metrics {
+                let (points, attrs) = point_sizes(m);
+                sizes.add(points, attrs, resource_attrs, scope_attrs, m.metadata.len());
+            }
+        }
+    }
+    let columns = if sizes.too_large() {
+        rejections.add(TOO_MANY_REPEATED, sizes.rows as u64);
+        MetricsBuilder::with_capacity(&Sizes::default()).finish()
+    } else {
+        let mut b = MetricsBuilder::with_capacity(&sizes);
+        append_request(&mut b, req, rejections).and_then(|()| b.finish())
+    };
     finish_batch(
         Table::Metrics.schema(),
         columns,
-        rows,
+        sizes.rows,
         std::mem::take(rejections),
         "data point",
         "data points",
     )
 }
 
-fn point_count(m: &Metric) -> usize {
-    match &m.data {
-        None => 0,
-        Some(metric::Data::Gauge(g)) => g.data_points.len(),
-        Some(metric::Data::Sum(s)) => s.data_points.len(),
-        Some(metric::Data::Histogram(h)) => h.data_points.len(),
-        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
-        Some(metric::Data::Summary(s)) => s.data_points.len(),
+/// Number of points of a metric and their attribute entries in total.
+fn point_sizes(m: &Metric) -> (usize, usize) {
+    fn sum<T>(points: &[T], attrs: impl Fn(&T) -> usize) -> (usize, usize) {
+        (points.len(), points.iter().map(attrs).sum())
     }
+    match &m.data {
+        None => (0, 0),
+        Some(metric::Data::Gauge(g)) => sum(&g.data_points, |p| p.attributes.len()),
+        Some(metric::Data::Sum(s)) => sum(&s.data_points, |p| p.attributes.len()),
+        Some(metric::Data::Histogram(h)) => sum(&h.data_points, |p| p.attributes.len()),
+        Some(metric::Data::ExponentialHistogram(h)) => sum(&h.data_points, |p| p.attributes.len()),
+        Some(metric::Data::Summary(s)) => sum(&s.data_points, |p| p.attributes.len()),
+    }
+}
+
+fn point_count(m: &Metric) -> usize {
+    point_sizes(m).0
 }
 
 /// Everything shared by the points of one metric, computed once per metric.
@@ -320,7 +339,7 @@ struct MetricCtx<'a> {
     metric_type: i8,
     temporality: Option<i8>,
     monotonic: Option<bool>,
-    service_name: &'a str,
+    service_name_key: i32,
     origin: Origin<'a>,
     resource_hash: u64,
 }
@@ -360,7 +379,9 @@ fn append_request(
 ) -> Result<(), ArrowError> {
     for rm in &req.resource_metrics {
         let res_attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes);
-        let service_name = resource_scope::service_name(res_attrs);
+        let service_name_key = b
+            .service_name
+            .intern(resource_scope::service_name(res_attrs))?;
         let resource_hash = attributes_hash(res_attrs);
         for sm in &rm.scope_metrics {
             let origin = Origin {
@@ -368,6 +389,7 @@ fn append_request(
                 resource_schema_url: &rm.schema_url,
                 scope: sm.scope.as_ref(),
                 scope_schema_url: &sm.schema_url,
+                scope_name_key: b.resource_scope.intern_scope_name(sm.scope.as_ref())?,
             };
             for m in &sm.metrics {
                 if m.name.is_empty() {
@@ -400,7 +422,7 @@ fn append_request(
                     // Values outside i8 are not valid OTLP; stored as 0 (unspecified).
                     temporality: temporality.map(|t| i8::try_from(t).unwrap_or(0)),
                     monotonic,
-                    service_name,
+                    service_name_key,
                     origin,
                     resource_hash,
                 };
@@ -694,7 +716,7 @@ struct MetricsBuilder {
     temporality: Int8Builder,
     monotonic: BooleanBuilder,
     metadata: AttrsBuilder,
-    service_name: StringDictionaryBuilder<Int32Type>,
+    service_name: InternedDict,
     series_id: UInt64Builder,
     resource_scope: ResourceScopeBuilder,
     attrs: AttrsBuilder,
@@ -721,7 +743,8 @@ struct MetricsBuilder {
 }
 
 impl MetricsBuilder {
-    fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(sizes: &Sizes) -> Self {
+        let rows = sizes.rows;
         let ts = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
         Self {
             name: StringDictionaryBuilder::with_capacity(rows, 64, 2048),
@@ -731,10 +754,10 @@ impl MetricsBuilder {
             temporality: Int8Builder::with_capacity(rows),
             monotonic: BooleanBuilder::with_capacity(rows),
             metadata: AttrsBuilder::with_capacity(rows, 0),
-            service_name: StringDictionaryBuilder::with_capacity(rows, 8, 256),
+            service_name: InternedDict::with_capacity(rows),
             series_id: UInt64Builder::with_capacity(rows),
-            resource_scope: ResourceScopeBuilder::with_capacity(rows),
-            attrs: AttrsBuilder::with_capacity(rows, rows * 4),
+            resource_scope: ResourceScopeBuilder::with_capacity(sizes),
+            attrs: AttrsBuilder::with_capacity(rows, sizes.attrs),
             start_time: ts(),
             time: ts(),
             flags: UInt32Builder::with_capacity(rows),
@@ -788,7 +811,7 @@ impl MetricsBuilder {
         self.temporality.append_option(ctx.temporality);
         self.monotonic.append_option(ctx.monotonic);
         self.metadata.append(&m.metadata)?;
-        self.service_name.append_value(ctx.service_name);
+        self.service_name.push(ctx.service_name_key);
         let scope = ctx.origin.scope;
         self.series_id.append_value(series_id_from_parts(
             &m.name,
@@ -845,10 +868,10 @@ impl MetricsBuilder {
             Arc::new(self.monotonic.finish()),
             md,
             mdt,
-            Arc::new(self.service_name.finish()),
+            self.service_name.finish()?,
             Arc::new(self.series_id.finish()),
         ];
-        cols.extend(self.resource_scope.finish());
+        cols.extend(self.resource_scope.finish()?);
         let (attrs, types) = self.attrs.finish();
         cols.extend([
             attrs,
@@ -952,7 +975,7 @@ fn same_header(a: &Metric, b: &Metric) -> bool {
 }
 
 /// Point-level and metric-level columns `to_otlp` reads, in [`MetricColumns`] order.
-const READ_COLUMNS: [&str; 33] = [
+const READ_COLUMNS: [&str; 30] = [
     METRIC_NAME,
     METRIC_DESCRIPTION,
     METRIC_UNIT,
@@ -983,11 +1006,6 @@ const READ_COLUMNS: [&str; 33] = [
     EXP_NEGATIVE_BUCKET_COUNTS,
     QUANTILES,
     EXEMPLARS,
-    // Not needed to rebuild OTLP, but read so a batch missing them is reported as malformed
-    // rather than silently accepted.
-    SERVICE_NAME,
-    SERIES_ID,
-    RESOURCE_ATTRIBUTES,
 ];
 
 struct MetricColumns(Vec<ArrayRef>);

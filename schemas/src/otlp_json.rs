@@ -1176,6 +1176,8 @@ mod tests {
             attr(&s.attributes, "my.span.attr"),
             Some(&any_value::Value::StringValue("some value".into()))
         );
+        let converted = crate::spans::from_otlp(&req);
+        assert_eq!((converted.batch.num_rows(), converted.rejected), (1, 0));
     }
 
     #[test]
@@ -1230,6 +1232,12 @@ mod tests {
                 return;
             };
             let req = decode_traces(&body).unwrap();
+            let converted = crate::spans::from_otlp(&req);
+            assert_eq!(
+                (converted.batch.num_rows(), converted.rejected),
+                (3, 0),
+                "{name}"
+            );
             let spans = &req.resource_spans[0].scope_spans[0].spans;
             assert_eq!(spans.len(), 3, "{name}");
             let root = spans.iter().find(|s| s.parent_span_id.is_empty()).unwrap();
@@ -1251,6 +1259,9 @@ mod tests {
 
             let body = fixture(&format!("real-client-captures/{name}.metrics.json")).unwrap();
             let req = decode_metrics(&body).unwrap();
+            let converted = crate::metrics::from_otlp(&req);
+            assert_eq!(converted.rejected, 0, "{name}");
+            assert!(converted.batch.num_rows() >= 2, "{name}");
             let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
             let counter = metrics.iter().find(|m| m.name == "requests_total").unwrap();
             let Some(metric::Data::Sum(sum)) = &counter.data else {

@@ -16,7 +16,12 @@
 //! * scope is empty; `start_time` is null (remote write does not carry it);
 //! * counters become monotonic cumulative sums: a series is a counter when its family's
 //!   metadata says `COUNTER` (or `HISTOGRAM`/`SUMMARY` for the `_bucket`, `_count`, `_sum`
-//!   series), or, without metadata, when its name ends in `_total`. Everything else is a gauge;
+//!   series). Without metadata (the usual case: Prometheus sends it in separate requests) a
+//!   series is a counter when its name ends in `_total`, or when it is the `_bucket`, `_count`
+//!   or `_sum` of a family that the same request shows to be a classic histogram
+//!   (`_bucket{le=…}`) or summary (`{quantile=…}`). Everything else is a gauge. Classic
+//!   histograms and summaries stay one series per bucket/quantile (as Prometheus stores them);
+//!   they are not reassembled into OTLP histogram points;
 //! * `help` → `metric_description`, `unit` → `metric_unit` (from metadata when sent);
 //! * Prometheus staleness markers (a special NaN) keep their exact bits in `value_double` and
 //!   get the OTLP `NO_RECORDED_VALUE` flag;
@@ -27,7 +32,7 @@
 //! rejected so the sender's operator can see data was dropped. Samples without `__name__` or
 //! with a timestamp outside what nanoseconds since 1970 can hold are rejected too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -182,10 +187,37 @@ fn ms_to_ns(ms: i64) -> Option<u64> {
     u64::try_from(ms).ok()?.checked_mul(1_000_000)
 }
 
+fn name_of(ts: &TimeSeries) -> &str {
+    ts.labels
+        .iter()
+        .find(|l| l.name == "__name__")
+        .map_or("", |l| l.value.as_str())
+}
+
+/// Families that, judging by the series of this request, are classic histograms
+/// (`<family>_bucket{le=...}`) or summaries (`<family>{quantile=...}`). Used when metadata is
+/// absent, which is the usual case: Prometheus sends metadata in separate requests.
+fn inferred_families(req: &WriteRequest) -> HashSet<&str> {
+    let mut families = HashSet::new();
+    for ts in &req.timeseries {
+        let name = name_of(ts);
+        let has = |label: &str| ts.labels.iter().any(|l| l.name == label);
+        if let Some(family) = name.strip_suffix("_bucket")
+            && has("le")
+        {
+            families.insert(family);
+        } else if has("quantile") {
+            families.insert(name);
+        }
+    }
+    families
+}
+
 /// Whether a series is a counter, and its family's metadata if any.
 fn classify<'a>(
     name: &str,
     metadata: &HashMap<&str, &'a MetricMetadata>,
+    inferred: &HashSet<&str>,
 ) -> (bool, Option<&'a MetricMetadata>) {
     if let Some(md) = metadata.get(name) {
         return (md.r#type == MetricType::Counter as i32, Some(md));
@@ -205,7 +237,11 @@ fn classify<'a>(
             return (counter, Some(md));
         }
     }
-    (name.ends_with("_total"), None)
+    let histogram_part = ["_bucket", "_count", "_sum"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|f| inferred.contains(f))
+    });
+    (name.ends_with("_total") || histogram_part, None)
 }
 
 /// Converts a remote-write request to rows of the `metrics` table (see the module docs).
@@ -216,6 +252,7 @@ pub fn metrics_from_remote_write(req: &WriteRequest) -> Converted {
         .iter()
         .map(|m| (m.metric_family_name.as_str(), m))
         .collect();
+    let inferred = inferred_families(req);
 
     // Series are grouped by (job, instance) into one resource each, in first-seen order.
     let mut resources: Vec<ResourceMetrics> = Vec::new();
@@ -275,7 +312,7 @@ pub fn metrics_from_remote_write(req: &WriteRequest) -> Converted {
             continue;
         }
 
-        let (counter, md) = classify(name, &metadata);
+        let (counter, md) = classify(name, &metadata, &inferred);
         let data = if counter {
             metric::Data::Sum(Sum {
                 data_points: points,
@@ -405,7 +442,9 @@ mod tests {
         let monotonic: &BooleanArray = c.batch.column_by_name(IS_MONOTONIC).unwrap().as_boolean();
         let mut counters = 0;
         for (i, n) in names.iter().enumerate() {
-            if n.ends_with("_total") {
+            // The fixture has no metadata: counters are recognised by name, histogram parts by
+            // their `_bucket{le}` siblings (e.g. prometheus_http_request_duration_seconds).
+            if n.ends_with("_total") || n.starts_with("prometheus_http_request_duration_seconds_") {
                 assert!(
                     monotonic.is_valid(i) && monotonic.value(i),
                     "{n} is a counter"
@@ -520,11 +559,18 @@ mod tests {
             ..Default::default()
         };
         let map: HashMap<&str, &MetricMetadata> = [("lat", &md)].into_iter().collect();
-        assert!(classify("lat_bucket", &map).0);
-        assert!(classify("lat_count", &map).0);
-        assert!(!classify("lat", &map).0);
-        assert!(classify("x_total", &HashMap::new()).0);
-        assert!(!classify("x", &HashMap::new()).0);
+        let none = HashSet::new();
+        assert!(classify("lat_bucket", &map, &none).0);
+        assert!(classify("lat_count", &map, &none).0);
+        assert!(!classify("lat", &map, &none).0);
+        assert!(classify("x_total", &HashMap::new(), &none).0);
+        assert!(!classify("x", &HashMap::new(), &none).0);
+        assert!(!classify("x_count", &HashMap::new(), &none).0);
+        // Without metadata, a family seen with `_bucket{le}` or `{quantile}` in the request.
+        let inferred: HashSet<&str> = ["lat"].into_iter().collect();
+        assert!(classify("lat_count", &HashMap::new(), &inferred).0);
+        assert!(classify("lat_sum", &HashMap::new(), &inferred).0);
+        assert!(!classify("lat", &HashMap::new(), &inferred).0);
     }
 
     #[test]

@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, RecordBatch, StringArray, StringBuilder, StringDictionaryBuilder, UInt32Array,
-    UInt32Builder,
-};
-use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use crate::Result;
-use crate::arrow_util::{DictStr, dict_type, downcast, opt_str, str_or_empty, table_column};
+use crate::arrow_util::{
+    DictStr, InternedDict, dict_type, downcast, opt_str, str_or_empty, table_column,
+};
 use crate::attributes::{AttrsBuilder, AttrsReader, map_type, types_type};
 use crate::columns::*;
 
@@ -42,6 +41,8 @@ pub(crate) struct Origin<'a> {
     pub resource_schema_url: &'a str,
     pub scope: Option<&'a InstrumentationScope>,
     pub scope_schema_url: &'a str,
+    /// From [`ResourceScopeBuilder::intern_scope_name`], once per scope.
+    pub scope_name_key: i32,
 }
 
 impl<'a> Origin<'a> {
@@ -62,25 +63,85 @@ pub(crate) struct ResourceScopeBuilder {
     res_attrs: AttrsBuilder,
     res_dropped: UInt32Builder,
     res_schema_url: StringBuilder,
-    scope_name: StringDictionaryBuilder<Int32Type>,
+    scope_name: InternedDict,
     scope_version: StringBuilder,
     scope_attrs: AttrsBuilder,
     scope_dropped: UInt32Builder,
     scope_schema_url: StringBuilder,
 }
 
+/// Most attribute entries one request may produce through repetition (resource, scope and
+/// metric-level attributes copied onto every row). Each row repeats them, so without a bound a
+/// few-MB request (say 50k resource attributes and 50k spans) would expand to billions of
+/// entries; normal requests produce thousands. Past the bound the whole request is rejected.
+pub(crate) const MAX_REPEATED_ENTRIES: usize = 1 << 23;
+
+pub(crate) const TOO_MANY_REPEATED: &str = "request too large once resource and scope \
+     attributes are repeated on every row (more than 8388608 entries)";
+
+/// Sizes of a request's output, counted before building so builders allocate once.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub rows: usize,
+    /// Row-level attribute entries (span or point attributes).
+    pub attrs: usize,
+    pub resource_attrs: usize,
+    pub scope_attrs: usize,
+    /// Everything repeated per row (resource + scope + metric metadata entries).
+    pub repeated: usize,
+}
+
+impl Sizes {
+    /// Adds `rows` rows of one resource/scope with `row_attrs` row-level entries in total and
+    /// `extra_repeated` further entries repeated on each row (metric metadata).
+    pub(crate) fn add(
+        &mut self,
+        rows: usize,
+        row_attrs: usize,
+        resource_attrs: usize,
+        scope_attrs: usize,
+        extra_repeated: usize,
+    ) {
+        self.rows = self.rows.saturating_add(rows);
+        self.attrs = self.attrs.saturating_add(row_attrs);
+        let res = resource_attrs.saturating_mul(rows);
+        let scope = scope_attrs.saturating_mul(rows);
+        self.resource_attrs = self.resource_attrs.saturating_add(res);
+        self.scope_attrs = self.scope_attrs.saturating_add(scope);
+        self.repeated = self
+            .repeated
+            .saturating_add(res)
+            .saturating_add(scope)
+            .saturating_add(extra_repeated.saturating_mul(rows));
+    }
+
+    pub(crate) fn too_large(&self) -> bool {
+        self.repeated > MAX_REPEATED_ENTRIES
+    }
+}
+
 impl ResourceScopeBuilder {
-    pub(crate) fn with_capacity(rows: usize) -> Self {
+    pub(crate) fn with_capacity(sizes: &Sizes) -> Self {
+        let rows = sizes.rows;
         Self {
-            res_attrs: AttrsBuilder::with_capacity(rows, rows * 8),
+            res_attrs: AttrsBuilder::with_capacity(rows, sizes.resource_attrs),
             res_dropped: UInt32Builder::with_capacity(rows),
             res_schema_url: StringBuilder::with_capacity(rows, 0),
-            scope_name: StringDictionaryBuilder::with_capacity(rows, 4, 64),
-            scope_version: StringBuilder::with_capacity(rows, rows * 8),
-            scope_attrs: AttrsBuilder::with_capacity(rows, 0),
+            scope_name: InternedDict::with_capacity(rows),
+            scope_version: StringBuilder::with_capacity(rows, 0),
+            scope_attrs: AttrsBuilder::with_capacity(rows, sizes.scope_attrs),
             scope_dropped: UInt32Builder::with_capacity(rows),
             scope_schema_url: StringBuilder::with_capacity(rows, 0),
         }
+    }
+
+    /// The `scope_name` dictionary key of a scope; call once per scope, not per row.
+    pub(crate) fn intern_scope_name(
+        &mut self,
+        scope: Option<&InstrumentationScope>,
+    ) -> Result<i32, ArrowError> {
+        self.scope_name
+            .intern(scope.map_or("", |s| s.name.as_str()))
     }
 
     pub(crate) fn append(&mut self, o: &Origin<'_>) -> Result<(), ArrowError> {
@@ -89,8 +150,7 @@ impl ResourceScopeBuilder {
             .append_value(o.resource.map_or(0, |r| r.dropped_attributes_count));
         append_opt(&mut self.res_schema_url, o.resource_schema_url);
         let scope = o.scope;
-        self.scope_name
-            .append_value(scope.map_or("", |s| s.name.as_str()));
+        self.scope_name.push(o.scope_name_key);
         append_opt(
             &mut self.scope_version,
             scope.map_or("", |s| s.version.as_str()),
@@ -104,21 +164,21 @@ impl ResourceScopeBuilder {
     }
 
     /// The ten columns, in table order.
-    pub(crate) fn finish(&mut self) -> [ArrayRef; 10] {
+    pub(crate) fn finish(&mut self) -> Result<[ArrayRef; 10], ArrowError> {
         let (ra, rt) = self.res_attrs.finish();
         let (sa, st) = self.scope_attrs.finish();
-        [
+        Ok([
             ra,
             rt,
             Arc::new(self.res_dropped.finish()),
             Arc::new(self.res_schema_url.finish()),
-            Arc::new(self.scope_name.finish()),
+            self.scope_name.finish()?,
             Arc::new(self.scope_version.finish()),
             sa,
             st,
             Arc::new(self.scope_dropped.finish()),
             Arc::new(self.scope_schema_url.finish()),
-        ]
+        ])
     }
 }
 

@@ -20,11 +20,13 @@
 //! zero; `parent_span_id` is neither empty nor 8 bytes; start, end or an event time is above
 //! `i64::MAX` ns (year 2262); a link's trace or span id is invalid by the same rules. An
 //! all-zero 8-byte `parent_span_id` is what some clients send for "no parent": it is stored as
-//! null (root), so it comes back empty.
+//! null (root), so it comes back empty. A request whose resource and scope attributes,
+//! repeated on every row, would exceed 8 388 608 map entries is rejected whole: without that
+//! bound a few-MB request could expand to many GB.
 //!
-//! **Lossy corners** (documented, never silent for valid OTLP): `kind` and `status.code` outside
-//! `i8` are stored as 0; `Resource.entity_refs` is not stored; an absent `status` comes back as a default
-//! (unset) one; empty strings and absent strings are the same row.
+//! **Not kept exactly**: `kind` and `status.code` outside `i8` (not valid OTLP) are stored as
+//! 0; `Resource.entity_refs` is not stored; an absent `status` comes back as a default (unset)
+//! one; an empty and an absent string field (`trace_state`, schema URLs, …) are the same.
 //!
 //! **Promoted columns** (schema version 1). Typed copies of common semantic-convention
 //! attributes, for fast filters and statistics; the attribute maps keep the originals and the
@@ -66,13 +68,14 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
 use crate::arrow_util::{
-    DictStr, IdBuilder, ListOffsets, Rejections, dict_type, downcast, finish_batch, list_item,
-    list_type, str_or_empty, table_column, ts_type,
+    DictStr, IdBuilder, InternedDict, ListOffsets, Rejections, dict_type, downcast, finish_batch,
+    list_item, list_type, str_or_empty, table_column, ts_type,
 };
 use crate::attributes::{AttrsBuilder, AttrsReader, map_type, types_type};
 use crate::columns::*;
 use crate::resource_scope::{
-    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, string_attr,
+    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, Sizes, TOO_MANY_REPEATED,
+    string_attr,
 };
 use crate::{Converted, Error, Result, Table};
 
@@ -161,19 +164,31 @@ pub(crate) fn schema() -> Schema {
 /// Converts one export request into a `spans` batch. Invalid spans are counted and described
 /// in the result; the rest are kept. Never panics.
 pub fn from_otlp(req: &ExportTraceServiceRequest) -> Converted {
-    let rows: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
-    let mut b = SpansBuilder::with_capacity(rows);
+    let mut sizes = Sizes::default();
+    for rs in &req.resource_spans {
+        let resource_attrs = rs.resource.as_ref().map_or(0, |r| r.attributes.len());
+        for ss in &rs.scope_spans {
+            sizes.add(
+                ss.spans.len(),
+                ss.spans.iter().map(|s| s.attributes.len()).sum(),
+                resource_attrs,
+                ss.scope.as_ref().map_or(0, |s| s.attributes.len()),
+                0,
+            );
+        }
+    }
     let mut rejections = Rejections::default();
-    let columns = append_request(&mut b, req, &mut rejections).and_then(|()| b.finish());
+    let columns = if sizes.too_large() {
+        rejections.add(TOO_MANY_REPEATED, sizes.rows as u64);
+        SpansBuilder::with_capacity(&Sizes::default()).finish()
+    } else {
+        let mut b = SpansBuilder::with_capacity(&sizes);
+        append_request(&mut b, req, &mut rejections).and_then(|()| b.finish())
+    };
     finish_batch(
         Table::Spans.schema(),
         columns,
-        rows,
+        sizes.rows,
         rejections,
         "span",
         "spans",
@@ -189,7 +204,9 @@ fn append_request(
         let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
         // Per-resource values are computed once, not once per span.
         let res = ResourceDerived {
-            service_name: resource_scope::service_name(res_attrs),
+            service_name_key: b
+                .service_name
+                .intern(resource_scope::service_name(res_attrs))?,
             k8s_namespace: string_attr(res_attrs, "k8s.namespace.name"),
             k8s_pod: string_attr(res_attrs, "k8s.pod.name"),
         };
@@ -199,6 +216,7 @@ fn append_request(
                 resource_schema_url: &rs.schema_url,
                 scope: ss.scope.as_ref(),
                 scope_schema_url: &ss.schema_url,
+                scope_name_key: b.resource_scope.intern_scope_name(ss.scope.as_ref())?,
             };
             for span in &ss.spans {
                 match validate(span) {
@@ -246,7 +264,7 @@ fn validate(s: &Span) -> Result<(), &'static str> {
 }
 
 struct ResourceDerived<'a> {
-    service_name: &'a str,
+    service_name_key: i32,
     k8s_namespace: Option<&'a str>,
     k8s_pod: Option<&'a str>,
 }
@@ -478,7 +496,7 @@ struct SpansBuilder {
     parent_span_id: IdBuilder,
     trace_state: StringBuilder,
     flags: UInt32Builder,
-    service_name: StringDictionaryBuilder<Int32Type>,
+    service_name: InternedDict,
     span_name: StringDictionaryBuilder<Int32Type>,
     kind: Int8Builder,
     start_time: TimestampNanosecondBuilder,
@@ -499,28 +517,29 @@ struct SpansBuilder {
 }
 
 impl SpansBuilder {
-    fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(sizes: &Sizes) -> Self {
+        let rows = sizes.rows;
         Self {
             trace_id: IdBuilder::with_capacity(16, rows),
             span_id: IdBuilder::with_capacity(8, rows),
             parent_span_id: IdBuilder::with_capacity(8, rows),
             trace_state: StringBuilder::with_capacity(rows, 0),
             flags: UInt32Builder::with_capacity(rows),
-            service_name: StringDictionaryBuilder::with_capacity(rows, 8, 256),
+            service_name: InternedDict::with_capacity(rows),
             span_name: StringDictionaryBuilder::with_capacity(rows, 64, 2048),
             kind: Int8Builder::with_capacity(rows),
             start_time: TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             duration_ns: Int64Builder::with_capacity(rows),
             status_code: Int8Builder::with_capacity(rows),
             status_message: StringBuilder::with_capacity(rows, 0),
-            attrs: AttrsBuilder::with_capacity(rows, rows * 8),
+            attrs: AttrsBuilder::with_capacity(rows, sizes.attrs),
             dropped_attrs: UInt32Builder::with_capacity(rows),
             events: EventsBuilder::with_capacity(rows),
             dropped_events: UInt32Builder::with_capacity(rows),
             links: LinksBuilder::with_capacity(rows),
             dropped_links: UInt32Builder::with_capacity(rows),
-            resource_scope: ResourceScopeBuilder::with_capacity(rows),
-            promoted: std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 8)),
+            resource_scope: ResourceScopeBuilder::with_capacity(sizes),
+            promoted: std::array::from_fn(|_| StringBuilder::with_capacity(rows, 0)),
             http_status_code: Int32Builder::with_capacity(rows),
             sample_weight: Float64Builder::with_capacity(rows),
         }
@@ -543,7 +562,7 @@ impl SpansBuilder {
         }
         append_opt(&mut self.trace_state, &s.trace_state);
         self.flags.append_value(s.flags);
-        self.service_name.append_value(res.service_name);
+        self.service_name.push(res.service_name_key);
         self.span_name.append_value(&s.name);
         self.kind.append_value(i8::try_from(s.kind).unwrap_or(0));
         // Validated: both fit in i64, so the difference fits too.
@@ -597,7 +616,7 @@ impl SpansBuilder {
             self.parent_span_id.finish()?,
             Arc::new(self.trace_state.finish()),
             Arc::new(self.flags.finish()),
-            Arc::new(self.service_name.finish()),
+            self.service_name.finish()?,
             Arc::new(self.span_name.finish()),
             Arc::new(self.kind.finish()),
             Arc::new(self.start_time.finish()),
@@ -611,7 +630,7 @@ impl SpansBuilder {
         cols.push(Arc::new(self.dropped_events.finish()));
         cols.push(self.links.finish()?);
         cols.push(Arc::new(self.dropped_links.finish()));
-        cols.extend(self.resource_scope.finish());
+        cols.extend(self.resource_scope.finish()?);
         let mut promoted = self.promoted.iter_mut();
         for b in promoted.by_ref().take(PROMOTED_BEFORE_STATUS.len()) {
             cols.push(Arc::new(b.finish()));
@@ -1011,6 +1030,20 @@ mod tests {
         );
     }
 
+    /// Resource attributes are repeated on every row: a request that would expand past the
+    /// bound is rejected whole instead of exhausting memory.
+    #[test]
+    fn amplification_is_bounded() {
+        let mut req = request((0..3000u32).map(|i| span(1, (i % 250 + 1) as u8)).collect());
+        let resource = req.resource_spans[0].resource.as_mut().unwrap();
+        resource
+            .attributes
+            .extend((0..3000).map(|i| kv(&format!("k{i}"), sv("v"))));
+        let c = from_otlp(&req);
+        assert_eq!((c.batch.num_rows(), c.rejected), (0, 3000));
+        assert!(c.rejection_message.unwrap().contains("request too large"));
+    }
+
     #[test]
     fn promoted_columns_and_weight() {
         let mut s = span(1, 1);
@@ -1046,6 +1079,50 @@ mod tests {
         let back = to_otlp(std::slice::from_ref(b)).unwrap();
         s.status = Some(Status::default());
         assert_eq!(back[0].scope_spans[0].spans[0], s);
+    }
+
+    /// Query engines hand back other physical types (DataFusion reads strings as `Utf8View`,
+    /// may unpack dictionaries): `to_otlp` converts them back instead of failing.
+    #[test]
+    fn to_otlp_accepts_equivalent_types() {
+        fn viewify(dt: &DataType) -> DataType {
+            match dt {
+                DataType::Utf8 | DataType::Dictionary(_, _) => DataType::Utf8View,
+                DataType::List(f) => DataType::List(Arc::new(
+                    f.as_ref().clone().with_data_type(viewify(f.data_type())),
+                )),
+                DataType::Struct(fields) => DataType::Struct(
+                    fields
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_data_type(viewify(f.data_type())))
+                        .collect(),
+                ),
+                DataType::Map(f, sorted) => DataType::Map(
+                    Arc::new(f.as_ref().clone().with_data_type(viewify(f.data_type()))),
+                    *sorted,
+                ),
+                other => other.clone(),
+            }
+        }
+        let mut s = span(1, 1);
+        s.attributes = vec![kv("a", sv("b")), kv("n", any_value::Value::IntValue(3))];
+        s.events.push(span::Event {
+            name: "e".into(),
+            attributes: vec![kv("x", sv("y"))],
+            ..Default::default()
+        });
+        s.status = Some(Status::default());
+        let req = request(vec![s]);
+        let batch = from_otlp(&req).batch;
+        let mut fields = Vec::new();
+        let mut cols = Vec::new();
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            let dt = viewify(f.data_type());
+            cols.push(arrow::compute::cast(c, &dt).unwrap());
+            fields.push(f.as_ref().clone().with_data_type(dt));
+        }
+        let viewed = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        assert_eq!(to_otlp(&[viewed]).unwrap(), req.resource_spans);
     }
 
     #[test]
