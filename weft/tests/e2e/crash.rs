@@ -145,6 +145,7 @@ async fn kill_under_load(flush_age_secs: Option<u64>) {
         quiet: true,
         request_timeout: Duration::from_secs(5),
         max_retries: 2,
+        server_pid: Some(first.pid()),
         ..LoadConfig::default()
     };
     let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));

@@ -240,6 +240,9 @@ async fn python_grpc_captures_over_grpc() {
 
 // ---- Prometheus remote-write 1.0, decoded here with our own message definitions ----------
 
+/// Distinct label sets (each a sorted list of name/value pairs) = series.
+type LabelSets = BTreeSet<Vec<(String, String)>>;
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct WriteRequest {
     #[prost(message, repeated, tag = "1")]
@@ -285,8 +288,7 @@ async fn prometheus_remote_write() {
     let request = WriteRequest::decode(raw.as_slice()).expect("WriteRequest");
 
     // (job, name) -> (samples, label sets)
-    let mut expected: BTreeMap<(String, String), (u64, BTreeSet<Vec<(String, String)>>)> =
-        BTreeMap::new();
+    let mut expected: BTreeMap<(String, String), (u64, LabelSets)> = BTreeMap::new();
     for ts in &request.timeseries {
         if ts.samples.is_empty() {
             continue;

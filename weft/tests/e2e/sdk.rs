@@ -27,7 +27,7 @@ use opentelemetry_sdk::trace::{
 use serde_json::Value;
 
 use crate::common::{
-    Any, Attrs, Event, Link, Span, field, json_f64, json_i64, json_u64, manifest_rows, sorted,
+    Any, Attrs, Event, Link, Span, field, json_f64, json_i64, manifest_rows, sorted,
     spans_from_json, wait_for_parquet_rows,
 };
 use crate::server::TestServer;
