@@ -4,7 +4,7 @@
 //!  WAL thread --apply_durable(seq, table, batch)--> live buffer (per table, seq order)
 //!                                                     |
 //!  flusher: snapshot live rows (seq <= S) ------------+
-//!     concat -> sort by the table's sort key -> split by hour -> Parquet files (fsync)
+//!     sort (hour, table sort key) -> gather rows in chunks -> Parquet files (fsync)
 //!     manifest.json.tmp (files + flushed_through = S) -> fsync -> rename   <- commit point
 //!     drop live rows with seq <= S; WAL segments <= min(flushed_through) can go
 //!
@@ -23,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::{DataType, TimestampNanosecondType};
+use arrow::row::{RowConverter, SortField};
 use parking_lot::Mutex;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
@@ -311,33 +312,29 @@ impl Store {
         Ok(stats)
     }
 
+    /// Writes `batches` as Parquet files sorted by (hour, table sort key): one sort over
+    /// byte-comparable row keys, then rows are gathered straight from the live batches in
+    /// bounded chunks, so a flush copies each row once and never holds a second full copy.
     fn write_files(&self, table: Table, batches: &[RecordBatch]) -> Result<Vec<FileMeta>> {
-        let schema = table.schema();
-        let all = concat_batches(&schema, batches)
-            .map_err(|e| Error::Storage(format!("concat {}: {e}", table.name())))?;
-        let sorted = sort_batch(table, &all)?;
+        let order = sorted_order(table, batches)?;
+        let batch_refs: Vec<&RecordBatch> = batches.iter().collect();
         let mut files = Vec::new();
         let mut dirs_to_sync = Vec::new();
-        for (hour, rows) in split_by_hour(table, &sorted)? {
-            let mut offset = 0;
-            while offset < rows.num_rows() {
-                let len = self.max_file_rows.min(rows.num_rows() - offset);
-                let chunk = rows.slice(offset, len);
-                offset += len;
+        for (hour, rows) in order.hour_ranges() {
+            for file_rows in rows.chunks(self.max_file_rows) {
                 let relative = partition_path(table, &self.tenant, hour);
                 let dir = self.data_dir.join(&relative);
                 fs::create_dir_all(&dir).map_err(|e| storage_err("create", &dir, e))?;
                 let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
                 let path = dir.join(&name);
-                let bytes = write_parquet(&path, table, &chunk, &self.parquet)?;
-                let (min_time_ns, max_time_ns) = time_range(table, &chunk)?;
+                let written = write_parquet(&path, table, &batch_refs, file_rows, &self.parquet)?;
                 files.push(FileMeta {
                     path: format!("{relative}/{name}"),
                     tenant: self.tenant.clone(),
-                    rows: chunk.num_rows() as u64,
-                    bytes,
-                    min_time_ns,
-                    max_time_ns,
+                    rows: file_rows.len() as u64,
+                    bytes: written.bytes,
+                    min_time_ns: written.min_time_ns,
+                    max_time_ns: written.max_time_ns,
                 });
                 if !dirs_to_sync.contains(&dir) {
                     dirs_to_sync.push(dir);
@@ -389,92 +386,127 @@ fn partition_path(table: Table, tenant: &str, hour: i64) -> String {
     format!("{}/tenant={tenant}/date={date}/hour={hh}", table.name())
 }
 
-fn sort_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns = table
-        .sort_columns()
-        .iter()
-        .map(|name| {
-            let values = batch
+/// Rows of several batches in storage order, with the hour each belongs to.
+struct SortedOrder {
+    /// `(batch index, row index)` in storage order.
+    rows: Vec<(usize, usize)>,
+    /// Hour (ns / 1h) of each entry of `rows`.
+    hours: Vec<i64>,
+}
+
+impl SortedOrder {
+    /// Consecutive runs of rows that share an hour.
+    fn hour_ranges(&self) -> Vec<(i64, &[(usize, usize)])> {
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        for i in 1..=self.rows.len() {
+            if i == self.rows.len() || self.hours[i] != self.hours[start] {
+                ranges.push((self.hours[start], &self.rows[start..i]));
+                start = i;
+            }
+        }
+        ranges
+    }
+}
+
+/// Sorts the rows of `batches` by (hour of the time column, the table's sort columns).
+/// The keys are arrow's byte-comparable row format, so the sort compares plain bytes
+/// instead of calling a comparator per column.
+fn sorted_order(table: Table, batches: &[RecordBatch]) -> Result<SortedOrder> {
+    let schema = table.schema();
+    let time_column = table.time_column();
+    let mut fields = vec![SortField::new(DataType::Int64)];
+    for name in table.sort_columns() {
+        let field = schema
+            .field_with_name(name)
+            .map_err(|e| Error::Storage(format!("sort column {name}: {e}")))?;
+        fields.push(SortField::new(field.data_type().clone()));
+    }
+    let converter =
+        RowConverter::new(fields).map_err(|e| Error::Storage(format!("sort keys: {e}")))?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut keys = converter.empty_rows(total, total * 48);
+    let mut rows = Vec::with_capacity(total);
+    let mut hours = Vec::with_capacity(total);
+    for (batch_index, batch) in batches.iter().enumerate() {
+        let times = batch
+            .column_by_name(time_column)
+            .ok_or_else(|| Error::Storage(format!("time column {time_column} missing")))?
+            .as_primitive::<TimestampNanosecondType>();
+        let batch_hours: Vec<i64> = times
+            .values()
+            .iter()
+            .map(|t| t.div_euclid(NANOS_PER_HOUR))
+            .collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(batch_hours.clone()))];
+        for name in table.sort_columns() {
+            let column = batch
                 .column_by_name(name)
                 .ok_or_else(|| Error::Storage(format!("sort column {name} missing")))?;
-            Ok(SortColumn {
-                values: values.clone(),
-                options: None,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let indices = lexsort_to_indices(&columns, None)
-        .map_err(|e| Error::Storage(format!("sort {}: {e}", table.name())))?;
-    take_record_batch(batch, &indices)
-        .map_err(|e| Error::Storage(format!("reorder {}: {e}", table.name())))
+            columns.push(column.clone());
+        }
+        converter
+            .append(&mut keys, &columns)
+            .map_err(|e| Error::Storage(format!("sort keys: {e}")))?;
+        rows.extend((0..batch.num_rows()).map(|row| (batch_index, row)));
+        hours.extend(batch_hours);
+    }
+    let mut order: Vec<u32> = (0..total as u32).collect();
+    order.sort_unstable_by(|a, b| keys.row(*a as usize).cmp(&keys.row(*b as usize)));
+    Ok(SortedOrder {
+        rows: order.iter().map(|&i| rows[i as usize]).collect(),
+        hours: order.iter().map(|&i| hours[i as usize]).collect(),
+    })
 }
 
-/// Splits rows by the hour of the table's time column, keeping their order.
-fn split_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
-    let times = batch
-        .column_by_name(table.time_column())
-        .ok_or_else(|| Error::Storage("time column missing".into()))?
-        .as_primitive::<TimestampNanosecondType>();
-    let hours: Vec<i64> = times
-        .values()
-        .iter()
-        .map(|t| t.div_euclid(NANOS_PER_HOUR))
-        .collect();
-    let first = match hours.first() {
-        Some(h) => *h,
-        None => return Ok(Vec::new()),
-    };
-    if hours.iter().all(|h| *h == first) {
-        return Ok(vec![(first, batch.clone())]);
-    }
-    let mut by_hour: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (row, hour) in hours.iter().enumerate() {
-        by_hour.entry(*hour).or_default().push(row as u32);
-    }
-    by_hour
-        .into_iter()
-        .map(|(hour, rows)| {
-            let indices = UInt32Array::from(rows);
-            take_record_batch(batch, &indices)
-                .map(|b| (hour, b))
-                .map_err(|e| Error::Storage(format!("partition: {e}")))
-        })
-        .collect()
-}
+/// Rows gathered from the live batches per write: bounds the flush's extra memory.
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 
-fn time_range(table: Table, batch: &RecordBatch) -> Result<(i64, i64)> {
-    let times = batch
-        .column_by_name(table.time_column())
-        .ok_or_else(|| Error::Storage("time column missing".into()))?
-        .as_primitive::<TimestampNanosecondType>();
-    let min = arrow::compute::min(times).unwrap_or(0);
-    let max = arrow::compute::max(times).unwrap_or(0);
-    debug_assert_eq!(times.null_count(), 0, "time columns are not nullable");
-    Ok((min, max))
+struct Written {
+    bytes: u64,
+    min_time_ns: i64,
+    max_time_ns: i64,
 }
 
 fn write_parquet(
     path: &Path,
     table: Table,
-    batch: &RecordBatch,
+    batches: &[&RecordBatch],
+    rows: &[(usize, usize)],
     settings: &ParquetSettings,
-) -> Result<u64> {
+) -> Result<Written> {
+    let parquet_err = |e: parquet::errors::ParquetError| {
+        Error::Storage(format!("parquet {}: {e}", path.display()))
+    };
     let file = File::create(path).map_err(|e| storage_err("create", path, e))?;
-    let props = writer_properties(table, settings, batch.num_rows() as u64);
-    let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props))
-        .map_err(|e| Error::Storage(format!("parquet writer {}: {e}", path.display())))?;
-    writer
-        .write(batch)
-        .map_err(|e| Error::Storage(format!("parquet write {}: {e}", path.display())))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Storage(format!("parquet close {}: {e}", path.display())))?;
+    let props = writer_properties(table, settings, rows.len() as u64);
+    let mut writer =
+        ArrowWriter::try_new(file, table.schema(), Some(props)).map_err(parquet_err)?;
+    let mut min_time_ns = i64::MAX;
+    let mut max_time_ns = i64::MIN;
+    for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
+        let batch = interleave_record_batch(batches, chunk)
+            .map_err(|e| Error::Storage(format!("gather rows: {e}")))?;
+        let times = batch
+            .column_by_name(table.time_column())
+            .ok_or_else(|| Error::Storage("time column missing".into()))?
+            .as_primitive::<TimestampNanosecondType>();
+        debug_assert_eq!(times.null_count(), 0, "time columns are not nullable");
+        min_time_ns = min_time_ns.min(arrow::compute::min(times).unwrap_or(i64::MAX));
+        max_time_ns = max_time_ns.max(arrow::compute::max(times).unwrap_or(i64::MIN));
+        writer.write(&batch).map_err(parquet_err)?;
+    }
+    let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(|e| storage_err("sync", path, e))?;
-    let len = file
+    let bytes = file
         .metadata()
         .map_err(|e| storage_err("stat", path, e))?
         .len();
-    Ok(len)
+    Ok(Written {
+        bytes,
+        min_time_ns,
+        max_time_ns,
+    })
 }
 
 /// Deletes Parquet files of `table` that the manifest does not list (crash leftovers).

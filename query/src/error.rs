@@ -29,6 +29,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Self {
+        use arrow::error::ArrowError;
         match err.find_root() {
             DataFusionError::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
             DataFusionError::SQL(..)
@@ -41,6 +42,24 @@ impl From<DataFusionError> for Error {
                 } else {
                     Error::BadRequest(message)
                 }
+            }
+            // Errors the query's own values cause (a bad cast, a malformed id given to
+            // trace_id_from_hex, division by zero) are the client's to fix.
+            // Errors the query's own values cause (a bad cast, a malformed id given to
+            // trace_id_from_hex, division by zero) are the client's to fix.
+            DataFusionError::Execution(_) => Error::BadRequest(err.strip_backtrace()),
+            DataFusionError::ArrowError(arrow_err, _)
+                if matches!(
+                    **arrow_err,
+                    ArrowError::CastError(_)
+                        | ArrowError::ParseError(_)
+                        | ArrowError::ComputeError(_)
+                        | ArrowError::InvalidArgumentError(_)
+                        | ArrowError::DivideByZero
+                        | ArrowError::ArithmeticOverflow(_)
+                ) =>
+            {
+                Error::BadRequest(err.strip_backtrace())
             }
             _ => Error::Execution(err.strip_backtrace()),
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringBuilder};
 use arrow::datatypes::DataType;
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
@@ -53,8 +53,8 @@ impl ScalarUDFImpl for HexId {
                 | DataType::BinaryView
                 | DataType::Null,
             ) => Ok(DataType::Utf8),
-            Some(other) => exec_err!("hex_id takes a binary id, not {other}"),
-            None => exec_err!("hex_id takes one argument"),
+            Some(other) => plan_err!("hex_id takes a binary id, not {other}"),
+            None => plan_err!("hex_id takes one argument"),
         }
     }
 
