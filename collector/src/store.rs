@@ -271,30 +271,34 @@ impl Store {
             flushed_through: through,
         };
 
-        let mut state = self.state.lock();
+        // Only flushes change files and flushed-through marks, and they run one at a time
+        // (flush_lock), so the manifest can be built and made durable without blocking the
+        // WAL thread or queries; the in-memory swap below is what they see, atomically.
         let mut manifest = Manifest {
             version: MANIFEST_VERSION,
             tables: BTreeMap::new(),
         };
-        for t in Table::ALL {
-            let ts = &state.tables[&t];
-            let mut files: Vec<FileMeta> = ts.files.iter().map(|f| (**f).clone()).collect();
-            let mut flushed_through = ts.flushed_through;
-            if t == table {
-                files.extend(new_files.iter().cloned());
-                flushed_through = through;
+        {
+            let state = self.state.lock();
+            for t in Table::ALL {
+                let ts = &state.tables[&t];
+                let mut files: Vec<FileMeta> = ts.files.iter().map(|f| (**f).clone()).collect();
+                let mut flushed_through = ts.flushed_through;
+                if t == table {
+                    files.extend(new_files.iter().cloned());
+                    flushed_through = through;
+                }
+                manifest.tables.insert(
+                    t.name().to_owned(),
+                    TableManifest {
+                        flushed_through,
+                        files,
+                    },
+                );
             }
-            manifest.tables.insert(
-                t.name().to_owned(),
-                TableManifest {
-                    flushed_through,
-                    files,
-                },
-            );
         }
-        // Written under the state lock so queries never see files and live rows overlap.
-        // The manifest is small next to the data it describes, so this is brief.
         self.commit_manifest(&manifest)?;
+        let mut state = self.state.lock();
         let table_state = state.tables.get_mut(&table).expect("every table has state");
         table_state
             .files
