@@ -1127,16 +1127,13 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    const FIXTURES: &str = "/work/shared/fixtures";
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 
     fn fixture(path: &str) -> Option<Vec<u8>> {
-        // Fixtures live outside the repo; skip (loudly) rather than fail where they are absent.
+        // Vendored in testdata/, so a missing fixture is a failure, never a skip.
         match std::fs::read(format!("{FIXTURES}/{path}")) {
             Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("skipping: fixture {path} not readable: {e}");
-                None
-            }
+            Err(e) => panic!("fixture {path} not readable: {e}"),
         }
     }
 

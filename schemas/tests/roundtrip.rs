@@ -809,11 +809,11 @@ fn written_spans_file_has_bloom_filter_page_index_zstd_and_sort_order() {
 
 #[test]
 fn written_metrics_file_has_no_bloom_filter_and_four_sort_columns() {
-    let body = std::fs::read("/work/shared/fixtures/otlp-proto-examples/metrics.json");
-    let Ok(body) = body else {
-        eprintln!("skipping: fixture not readable");
-        return;
-    };
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/otlp-proto-examples/metrics.json"
+    ));
+    let body = body.expect("fixture");
     let req = weft_schemas::otlp_json::decode_metrics(&body).unwrap();
     let batch = metrics::from_otlp(&req).batch;
     let file = write_parquet(Table::Metrics, &batch, &ParquetSettings::default());

@@ -27,9 +27,9 @@ pub const MAX_POLLS: usize = 700;
 pub const PROTOBUF: &str = "application/x-protobuf";
 pub const JSON: &str = "application/json";
 
-/// Shared fixture directory of the project.
+/// The fixtures the tests use, vendored in `schemas/testdata` (see its MANIFEST.txt).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from("/work/shared/fixtures")
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/testdata"))
 }
 
 pub fn http_client() -> reqwest::Client {
