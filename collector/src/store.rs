@@ -442,7 +442,8 @@ fn sorted_order(table: Table, batches: &[RecordBatch]) -> Result<SortedOrder> {
             .iter()
             .map(|t| t.div_euclid(NANOS_PER_HOUR))
             .collect();
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(batch_hours.clone()))];
+        hours.extend_from_slice(&batch_hours);
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(batch_hours))];
         for name in table.sort_columns() {
             let column = batch
                 .column_by_name(name)
@@ -453,7 +454,6 @@ fn sorted_order(table: Table, batches: &[RecordBatch]) -> Result<SortedOrder> {
             .append(&mut keys, &columns)
             .map_err(|e| Error::Storage(format!("sort keys: {e}")))?;
         rows.extend((0..batch.num_rows()).map(|row| (batch_index, row)));
-        hours.extend(batch_hours);
     }
     let mut order: Vec<u32> = (0..total as u32).collect();
     order.sort_unstable_by(|a, b| keys.row(*a as usize).cmp(&keys.row(*b as usize)));

@@ -1129,12 +1129,10 @@ mod tests {
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 
-    fn fixture(path: &str) -> Option<Vec<u8>> {
-        // Vendored in testdata/, so a missing fixture is a failure, never a skip.
-        match std::fs::read(format!("{FIXTURES}/{path}")) {
-            Ok(b) => Some(b),
-            Err(e) => panic!("fixture {path} not readable: {e}"),
-        }
+    /// Vendored in testdata/, so a missing fixture is a failure, never a skip.
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{path}"))
+            .unwrap_or_else(|e| panic!("fixture {path} not readable: {e}"))
     }
 
     fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
@@ -1146,9 +1144,7 @@ mod tests {
 
     #[test]
     fn spec_example_trace() {
-        let Some(body) = fixture("otlp-proto-examples/trace.json") else {
-            return;
-        };
+        let body = fixture("otlp-proto-examples/trace.json");
         let req = decode_traces(&body).unwrap();
         let rs = &req.resource_spans[0];
         assert_eq!(
@@ -1179,9 +1175,7 @@ mod tests {
 
     #[test]
     fn spec_example_metrics() {
-        let Some(body) = fixture("otlp-proto-examples/metrics.json") else {
-            return;
-        };
+        let body = fixture("otlp-proto-examples/metrics.json");
         let req = decode_metrics(&body).unwrap();
         let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
         assert_eq!(metrics.len(), 4);
@@ -1225,9 +1219,7 @@ mod tests {
     #[test]
     fn real_client_json_captures() {
         for name in ["node-http-json", "rust-http-json"] {
-            let Some(body) = fixture(&format!("real-client-captures/{name}.traces.json")) else {
-                return;
-            };
+            let body = fixture(&format!("real-client-captures/{name}.traces.json"));
             let req = decode_traces(&body).unwrap();
             let converted = crate::spans::from_otlp(&req);
             assert_eq!(
@@ -1254,7 +1246,7 @@ mod tests {
                 assert_eq!(child.trace_id, root.trace_id);
             }
 
-            let body = fixture(&format!("real-client-captures/{name}.metrics.json")).unwrap();
+            let body = fixture(&format!("real-client-captures/{name}.metrics.json"));
             let req = decode_metrics(&body).unwrap();
             let converted = crate::metrics::from_otlp(&req);
             assert_eq!(converted.rejected, 0, "{name}");
@@ -1343,9 +1335,7 @@ mod tests {
     /// Encoding follows OTLP/JSON and decodes back to the same message.
     #[test]
     fn encode_then_decode_is_identity() {
-        let Some(body) = fixture("otlp-proto-examples/metrics.json") else {
-            return;
-        };
+        let body = fixture("otlp-proto-examples/metrics.json");
         let req = decode_metrics(&body).unwrap();
         let json = encode_resource_metrics(&req.resource_metrics);
         let again = decode_metrics(json.to_string().as_bytes()).unwrap();
@@ -1357,7 +1347,7 @@ mod tests {
         );
         assert!(text.contains(r#""bucketCounts":["1","1"]"#), "{text}");
 
-        let body = fixture("real-client-captures/python-grpc.traces.pb").unwrap();
+        let body = fixture("real-client-captures/python-grpc.traces.pb");
         let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
         let json = encode_resource_spans(&req.resource_spans);
         let text = json.to_string();
