@@ -23,7 +23,12 @@ pub fn router(service: Arc<QueryService>) -> Router {
             post(sql).layer(DefaultBodyLimit::max(sql_limit)),
         )
         .route("/api/v1/traces/{trace_id}", get(trace))
-        .with_state(service)
+        .with_state(service.clone())
+        .merge(crate::search::router(service.clone()))
+        .merge(crate::graph::router(service.clone()))
+        .merge(crate::latency::router(service.clone()))
+        .merge(crate::metrics_query::router(service.clone()))
+        .merge(crate::jaeger::router(service))
 }
 
 #[derive(Debug, Deserialize)]

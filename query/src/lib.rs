@@ -16,9 +16,16 @@
 
 pub mod config;
 pub mod error;
+pub mod graph;
 pub mod http;
+pub mod jaeger;
+pub mod latency;
+pub mod metrics_query;
+pub mod pg;
 pub mod provider;
+pub mod search;
 pub mod udf;
+pub mod views;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -104,6 +111,8 @@ impl QueryService {
         for udf in udf::all() {
             ctx.register_udf(udf);
         }
+        graph::register(&ctx, self)?;
+        views::register(&ctx)?;
         Ok(ctx)
     }
 

@@ -15,5 +15,8 @@ mod bad_input;
 mod common;
 mod crash;
 mod fixtures;
+mod graph;
+mod jaeger;
+mod pg;
 mod sdk;
 mod server;

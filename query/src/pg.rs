@@ -1,0 +1,1 @@
+//! Postgres wire protocol front end (owner: SQL + pgwire work). Placeholder.

@@ -1,0 +1,1 @@
+//! Placeholder module (graph e2e tests).

@@ -1,0 +1,1 @@
+//! Placeholder module (jaeger e2e tests).

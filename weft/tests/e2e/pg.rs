@@ -1,0 +1,1 @@
+//! Placeholder module (pg e2e tests).
