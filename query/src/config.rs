@@ -13,6 +13,9 @@ pub struct QueryConfig {
     pub max_result_rows: usize,
     /// Largest SQL request body.
     pub max_sql_bytes: usize,
+    /// Traces up to this many spans are returned sorted by start time; larger ones are
+    /// streamed in storage order so memory stays bounded.
+    pub trace_sort_max_spans: usize,
 }
 
 impl Default for QueryConfig {
@@ -22,6 +25,7 @@ impl Default for QueryConfig {
             memory_limit_bytes: 512 << 20,
             max_result_rows: 100_000,
             max_sql_bytes: 1 << 20,
+            trace_sort_max_spans: 20_000,
         }
     }
 }

@@ -10,7 +10,12 @@ use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 
-use crate::{Error, QueryService, SqlResult, parse_trace_id};
+use arrow::array::RecordBatch;
+use axum::body::Body;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{Error, QueryService, SqlResult, TraceRows, parse_trace_id};
 
 /// Arrow IPC stream media type.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -137,15 +142,59 @@ async fn trace(
     Path(trace_id): Path<String>,
 ) -> Result<Response, Error> {
     let id = parse_trace_id(&trace_id)?;
-    let Some(batches) = service.trace(id).await? else {
+    let Some(rows) = service.trace_rows(id).await? else {
         return Err(Error::NotFound(format!("trace {trace_id} not found")));
     };
-    let spans: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let resource_spans = weft_schemas::spans::to_otlp(&batches)?;
-    let body = weft_schemas::otlp_json::encode_resource_spans(&resource_spans);
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert("x-weft-span-count", HeaderValue::from(spans));
+    let span_count = rows.span_count();
+    let (order, mut response) = match rows {
+        TraceRows::Complete(batches) => {
+            let resource_spans = weft_schemas::spans::to_otlp(&batches)?;
+            let body = weft_schemas::otlp_json::encode_resource_spans(&resource_spans);
+            ("start_time", Json(body).into_response())
+        }
+        TraceRows::Streaming { head, rest, .. } => {
+            let body = Body::from_stream(otlp_json_stream(head, rest));
+            let response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            ("storage", response)
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-weft-span-count", HeaderValue::from(span_count));
+    headers.insert("x-weft-span-order", HeaderValue::from_static(order));
     Ok(response)
+}
+
+/// `{"resourceSpans":[...]}` written batch by batch: each batch becomes its own
+/// resourceSpans entries (a resource may repeat, which OTLP allows), so memory holds one
+/// batch at a time however large the trace is.
+fn otlp_json_stream(
+    head: Vec<RecordBatch>,
+    rest: datafusion::execution::SendableRecordBatchStream,
+) -> impl futures::Stream<Item = Result<Bytes, Error>> + Send {
+    let batches = futures::stream::iter(head.into_iter().map(Ok))
+        .chain(rest.map(|batch| batch.map_err(Error::from)));
+    // `wrote_any` decides the separators: empty batches must not leave a stray comma.
+    let entries = batches.scan(false, |wrote_any, batch| {
+        let chunk = (|| {
+            let batch = batch?;
+            let resource_spans = weft_schemas::spans::to_otlp(std::slice::from_ref(&batch))?;
+            let encoded = weft_schemas::otlp_json::encode_resource_spans(&resource_spans);
+            let mut out = Vec::new();
+            for entry in encoded["resourceSpans"].as_array().into_iter().flatten() {
+                if *wrote_any {
+                    out.push(b',');
+                }
+                *wrote_any = true;
+                serde_json::to_writer(&mut out, entry)
+                    .map_err(|e| Error::Execution(format!("json encoding: {e}")))?;
+            }
+            Ok(Bytes::from(out))
+        })();
+        futures::future::ready(Some(chunk))
+    });
+    futures::stream::once(async { Ok(Bytes::from_static(b"{\"resourceSpans\":[")) })
+        .chain(entries)
+        .chain(futures::stream::once(async {
+            Ok(Bytes::from_static(b"]}"))
+        }))
 }

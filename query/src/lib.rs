@@ -33,11 +33,14 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use weft_collector::Collector;
 use weft_schemas::Table;
 
@@ -155,30 +158,138 @@ impl QueryService {
         })
     }
 
-    /// All spans of one trace, or `None` when no span has that ID. No time range needed:
-    /// Parquet statistics and bloom filters on `trace_id` skip what cannot match.
+    /// All spans of one trace, ordered by start time, or `None` when no span has that ID.
+    /// Collects the whole trace: for traces of any size use [`QueryService::trace_rows`].
     pub async fn trace(&self, trace_id: [u8; 16]) -> Result<Option<Vec<RecordBatch>>> {
-        let timeout = Duration::from_secs(self.config.timeout_secs);
-        let run = async {
-            let ctx = self.session()?;
-            let id = lit(ScalarValue::FixedSizeBinary(16, Some(trace_id.to_vec())));
-            let batches = ctx
-                .table(Table::Spans.name())
-                .await?
-                .filter(col(weft_schemas::columns::TRACE_ID).eq(id))?
-                .sort(vec![
-                    col(weft_schemas::columns::START_TIME).sort(true, true),
-                ])?
-                .collect()
-                .await?;
-            Ok::<_, Error>(batches)
-        };
-        let batches = tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| Error::Timeout(self.config.timeout_secs))??;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        Ok((rows > 0).then_some(batches))
+        match self.trace_rows(trace_id).await? {
+            None => Ok(None),
+            Some(TraceRows::Complete(batches)) => Ok(Some(batches)),
+            Some(TraceRows::Streaming { head, mut rest, .. }) => {
+                let mut batches = head;
+                while let Some(batch) = rest.next().await {
+                    batches.push(batch?);
+                }
+                let batch = sort_by_start_time(&batches)?;
+                Ok(Some(vec![batch]))
+            }
+        }
     }
+
+    /// The spans of one trace without a time hint. Parquet statistics, the page index and
+    /// bloom filters on `trace_id` skip what cannot match, so one query reads a few pages.
+    ///
+    /// A trace of at most `trace_sort_max_spans` spans comes back whole and sorted by start
+    /// time (one pass). A larger one is streamed in storage order (each file's rows are
+    /// sorted by start time within the trace) after a count, so a 100,000-span trace never
+    /// sits in memory at once.
+    pub async fn trace_rows(&self, trace_id: [u8; 16]) -> Result<Option<TraceRows>> {
+        let timeout = Duration::from_secs(self.config.timeout_secs);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let limit = self.config.trace_sort_max_spans;
+        let run = async {
+            let mut stream = self.trace_stream(trace_id).await?;
+            let mut head = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows();
+                head.push(batch);
+                if rows > limit {
+                    let span_count = self.trace_span_count(trace_id).await?;
+                    return Ok::<_, Error>(Some(TraceRows::Streaming {
+                        span_count,
+                        head,
+                        rest: with_deadline(stream, deadline, self.config.timeout_secs),
+                    }));
+                }
+            }
+            if rows == 0 {
+                return Ok(None);
+            }
+            Ok(Some(TraceRows::Complete(vec![sort_by_start_time(&head)?])))
+        };
+        tokio::time::timeout_at(deadline, run)
+            .await
+            .map_err(|_| Error::Timeout(self.config.timeout_secs))?
+    }
+
+    async fn trace_filter(&self, ctx: &SessionContext, trace_id: [u8; 16]) -> Result<DataFrame> {
+        let id = lit(ScalarValue::FixedSizeBinary(16, Some(trace_id.to_vec())));
+        Ok(ctx
+            .table(Table::Spans.name())
+            .await?
+            .filter(col(weft_schemas::columns::TRACE_ID).eq(id))?)
+    }
+
+    async fn trace_stream(&self, trace_id: [u8; 16]) -> Result<SendableRecordBatchStream> {
+        let ctx = self.session()?;
+        Ok(self
+            .trace_filter(&ctx, trace_id)
+            .await?
+            .execute_stream()
+            .await?)
+    }
+
+    async fn trace_span_count(&self, trace_id: [u8; 16]) -> Result<usize> {
+        let ctx = self.session()?;
+        Ok(self.trace_filter(&ctx, trace_id).await?.count().await?)
+    }
+}
+
+/// What [`QueryService::trace_rows`] found.
+pub enum TraceRows {
+    /// The whole trace, sorted by start time.
+    Complete(Vec<RecordBatch>),
+    /// A large trace: `span_count` spans, of which `head` has been read and `rest` follows.
+    Streaming {
+        span_count: usize,
+        head: Vec<RecordBatch>,
+        rest: SendableRecordBatchStream,
+    },
+}
+
+impl TraceRows {
+    pub fn span_count(&self) -> usize {
+        match self {
+            TraceRows::Complete(batches) => batches.iter().map(|b| b.num_rows()).sum(),
+            TraceRows::Streaming { span_count, .. } => *span_count,
+        }
+    }
+}
+
+fn sort_by_start_time(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let batch = arrow::compute::concat_batches(&Table::Spans.schema(), batches)
+        .map_err(|e| Error::Execution(e.to_string()))?;
+    let start = batch
+        .column_by_name(weft_schemas::columns::START_TIME)
+        .ok_or_else(|| Error::Execution("spans without start_time".into()))?;
+    let order = arrow::compute::sort_to_indices(start, None, None)
+        .map_err(|e| Error::Execution(e.to_string()))?;
+    arrow::compute::take_record_batch(&batch, &order).map_err(|e| Error::Execution(e.to_string()))
+}
+
+/// Ends `stream` with a timeout error once `deadline` passes, so a slow reader of a huge
+/// trace cannot hold a scan open for ever.
+fn with_deadline(
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    timeout_secs: u64,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let limited = futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(datafusion::error::DataFusionError::Execution(format!(
+                    "trace read did not finish within its time limit of {timeout_secs}s"
+                ))),
+                None,
+            )),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, limited))
 }
 
 /// Parses a trace ID from hex: 32 digits, or 16 for a 64-bit ID (zero-padded on the left,
