@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod receiver;
 pub mod store;
+pub mod trace_index;
 pub mod wal;
 
 use std::sync::Arc;

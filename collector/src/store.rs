@@ -5,6 +5,7 @@
 //!                                                     |
 //!  flusher: snapshot live rows (seq <= S) ------------+
 //!     sort (hour, table sort key) -> gather rows in chunks -> Parquet files (fsync)
+//!                                      span files: + <file>.tids trace id filter (fsync)
 //!     manifest.json.tmp (files + flushed_through = S) -> fsync -> rename   <- commit point
 //!     drop live rows with seq <= S; WAL segments <= min(flushed_through) can go
 //!
@@ -34,6 +35,7 @@ use weft_schemas::Table;
 use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
 
 use crate::error::{Error, Result};
+use crate::trace_index::{TraceIdFilter, sidecar_path};
 use crate::wal::sync_dir;
 
 const MANIFEST_FILE: &str = "manifest.json";
@@ -51,6 +53,10 @@ pub struct FileMeta {
     /// Smallest and largest value of the table's time column, in ns since the epoch.
     pub min_time_ns: i64,
     pub max_time_ns: i64,
+    /// Span files only: which trace ids the file may hold (kept in `<file>.tids`, not in
+    /// the manifest; rebuilt from the file on start if missing). `None`: always scanned.
+    #[serde(skip)]
+    pub trace_ids: Option<Arc<TraceIdFilter>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -150,10 +156,21 @@ impl Store {
                 .cloned()
                 .unwrap_or_default();
             remove_orphans(data_dir, table, &committed.files)?;
+            let files = committed
+                .files
+                .into_iter()
+                .map(|mut file| {
+                    if table == Table::Spans {
+                        file.trace_ids = TraceIdFilter::load_or_rebuild(&data_dir.join(&file.path))
+                            .map(Arc::new);
+                    }
+                    Arc::new(file)
+                })
+                .collect();
             tables.insert(
                 table,
                 TableState {
-                    files: committed.files.into_iter().map(Arc::new).collect(),
+                    files,
                     flushed_through: committed.flushed_through,
                     ..TableState::default()
                 },
@@ -339,6 +356,7 @@ impl Store {
                     bytes: written.bytes,
                     min_time_ns: written.min_time_ns,
                     max_time_ns: written.max_time_ns,
+                    trace_ids: written.trace_ids.map(Arc::new),
                 });
                 if !dirs_to_sync.contains(&dir) {
                     dirs_to_sync.push(dir);
@@ -470,6 +488,7 @@ struct Written {
     bytes: u64,
     min_time_ns: i64,
     max_time_ns: i64,
+    trace_ids: Option<TraceIdFilter>,
 }
 
 fn write_parquet(
@@ -488,6 +507,8 @@ fn write_parquet(
         ArrowWriter::try_new(file, table.schema(), Some(props)).map_err(parquet_err)?;
     let mut min_time_ns = i64::MAX;
     let mut max_time_ns = i64::MIN;
+    // Span rows arrive sorted by trace id, so distinct ids are runs of equal neighbours.
+    let mut trace_ids: Vec<[u8; 16]> = Vec::new();
     for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
         let batch = interleave_record_batch(batches, chunk)
             .map_err(|e| Error::Storage(format!("gather rows: {e}")))?;
@@ -498,10 +519,24 @@ fn write_parquet(
         debug_assert_eq!(times.null_count(), 0, "time columns are not nullable");
         min_time_ns = min_time_ns.min(arrow::compute::min(times).unwrap_or(i64::MAX));
         max_time_ns = max_time_ns.max(arrow::compute::max(times).unwrap_or(i64::MIN));
+        if table == Table::Spans {
+            collect_distinct_trace_ids(&batch, &mut trace_ids)?;
+        }
         writer.write(&batch).map_err(parquet_err)?;
     }
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(|e| storage_err("sync", path, e))?;
+    let trace_ids = if table == Table::Spans {
+        let filter = TraceIdFilter::build(trace_ids.len(), trace_ids.iter().map(|id| &id[..]));
+        let sidecar = sidecar_path(path);
+        let mut out = File::create(&sidecar).map_err(|e| storage_err("create", &sidecar, e))?;
+        out.write_all(&filter.to_bytes())
+            .and_then(|_| out.sync_all())
+            .map_err(|e| storage_err("write", &sidecar, e))?;
+        Some(filter)
+    } else {
+        None
+    };
     let bytes = file
         .metadata()
         .map_err(|e| storage_err("stat", path, e))?
@@ -510,10 +545,28 @@ fn write_parquet(
         bytes,
         min_time_ns,
         max_time_ns,
+        trace_ids,
     })
 }
 
-/// Deletes Parquet files of `table` that the manifest does not list (crash leftovers).
+fn collect_distinct_trace_ids(batch: &RecordBatch, into: &mut Vec<[u8; 16]>) -> Result<()> {
+    let ids = batch
+        .column_by_name(weft_schemas::columns::TRACE_ID)
+        .ok_or_else(|| Error::Storage("trace_id column missing".into()))?
+        .as_fixed_size_binary();
+    for id in ids.iter().flatten() {
+        let Ok(id) = <[u8; 16]>::try_from(id) else {
+            continue;
+        };
+        if into.last() != Some(&id) {
+            into.push(id);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes Parquet files of `table` that the manifest does not list (crash leftovers), and
+/// trace id filters whose Parquet file is not listed.
 fn remove_orphans(data_dir: &Path, table: Table, committed: &[FileMeta]) -> Result<()> {
     let root = data_dir.join(table.name());
     if !root.exists() {
@@ -531,6 +584,10 @@ fn remove_orphans(data_dir: &Path, table: Table, committed: &[FileMeta]) -> Resu
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "parquet") && !keep.contains(&path) {
                 tracing::info!(file = %path.display(), "removing parquet file not in the manifest");
+                fs::remove_file(&path).map_err(|e| storage_err("remove", &path, e))?;
+            } else if path.extension().is_some_and(|e| e == "tids")
+                && !keep.contains(&path.with_extension("parquet"))
+            {
                 fs::remove_file(&path).map_err(|e| storage_err("remove", &path, e))?;
             }
         }

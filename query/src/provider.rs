@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  scan(filters) ─> Collector::snapshot(table)
-//!       ├─ files ─> DataSourceExec(Parquet: predicate -> row-group stats, bloom filters,
+//!       ├─ files ─> trace_id = X / IN (..)? keep files whose in-memory trace id filter
+//!       │           may hold X (weft_collector::trace_index), no I/O for the rest
+//!       │        ─> DataSourceExec(Parquet: predicate -> row-group stats, bloom filters,
 //!       │                          page index, late materialisation)
 //!       └─ live  ─> DataSourceExec(memory)
 //!  ─> UnionExec  (FilterExec above it re-applies every filter: pushdown is "inexact")
@@ -23,12 +25,14 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::scalar::ScalarValue;
 use weft_collector::Collector;
-use weft_schemas::Table;
+use weft_schemas::{Table, columns};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -71,7 +75,19 @@ impl TableProvider for WeftTable {
         let snapshot = self.collector.snapshot(self.table);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        if !snapshot.files.is_empty() {
+        let files: Vec<_> = match wanted_trace_ids(filters) {
+            Some(ids) => snapshot
+                .files
+                .iter()
+                .filter(|f| match &f.trace_ids {
+                    Some(filter) => ids.iter().any(|id| filter.may_contain(id)),
+                    None => true,
+                })
+                .cloned()
+                .collect(),
+            None => snapshot.files.clone(),
+        };
+        if !files.is_empty() {
             let data_dir = self.collector.store().data_dir();
             let mut source = ParquetSource::new(schema.clone())
                 .with_enable_page_index(true)
@@ -82,8 +98,7 @@ impl TableProvider for WeftTable {
                 let predicate = state.create_physical_expr(filter, &df_schema)?;
                 source = source.with_predicate(predicate);
             }
-            let files = snapshot
-                .files
+            let files = files
                 .iter()
                 .map(|f| partitioned_file(data_dir, &f.path, f.bytes))
                 .collect::<DfResult<Vec<_>>>()?;
@@ -97,6 +112,7 @@ impl TableProvider for WeftTable {
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !snapshot.live.is_empty() || inputs.is_empty() {
+            // The live rows are few and unsorted: a scan with the predicate above is cheap.
             inputs.push(MemorySourceConfig::try_new_exec(
                 &[snapshot.live],
                 schema,
@@ -105,6 +121,37 @@ impl TableProvider for WeftTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// The trace ids a query is restricted to, when one of its (ANDed) filters is
+/// `trace_id = <literal>` or `trace_id IN (<literals>)`.
+fn wanted_trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
+    fn literal_id(expr: &Expr) -> Option<Vec<u8>> {
+        match expr {
+            Expr::Literal(ScalarValue::FixedSizeBinary(16, Some(id)), _) => Some(id.clone()),
+            _ => None,
+        }
+    }
+    fn is_trace_id(expr: &Expr) -> bool {
+        matches!(expr, Expr::Column(c) if c.name == columns::TRACE_ID)
+    }
+    filters.iter().find_map(|filter| match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::Eq => {
+            if is_trace_id(left) {
+                literal_id(right).map(|id| vec![id])
+            } else if is_trace_id(right) {
+                literal_id(left).map(|id| vec![id])
+            } else {
+                None
+            }
+        }
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if is_trace_id(expr) => list.iter().map(literal_id).collect(),
+        _ => None,
+    })
 }
 
 fn partitioned_file(data_dir: &Path, relative: &str, size: u64) -> DfResult<PartitionedFile> {
@@ -132,4 +179,120 @@ fn split_into_groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<
         .filter(|(_, files)| !files.is_empty())
         .map(|(_, files)| FileGroup::new(files))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use datafusion::physical_plan::displayable;
+    use weft_collector::Format;
+    use weft_collector::config::{CollectorConfig, SyncPolicy, WalConfig};
+
+    use super::*;
+    use crate::{QueryConfig, QueryService};
+
+    fn one_span(trace_id: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},
+            "scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"0102030405060708","name":"op",
+            "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000000001000"}}]}}]}}]}}"#
+        ))
+    }
+
+    fn open(dir: &Path) -> Arc<Collector> {
+        Collector::open(CollectorConfig {
+            data_dir: dir.to_path_buf(),
+            wal: WalConfig {
+                sync: SyncPolicy::Os,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Parquet files the scan for `trace_id = id` would open.
+    async fn files_scanned(collector: &Arc<Collector>, id: &str) -> usize {
+        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let ctx = service.session().unwrap();
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(id, &mut bytes).unwrap();
+        let filter = datafusion::prelude::col(columns::TRACE_ID).eq(datafusion::prelude::lit(
+            ScalarValue::FixedSizeBinary(16, Some(bytes.to_vec())),
+        ));
+        let table = WeftTable::new(Table::Spans, collector.clone());
+        let plan = table
+            .scan(&ctx.state(), None, &[filter], None)
+            .await
+            .unwrap();
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        text.matches(".parquet").count()
+    }
+
+    #[tokio::test]
+    async fn trace_lookups_open_only_files_whose_filter_may_hold_the_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = "11111111111111111111111111111111";
+        let second = "22222222222222222222222222222222";
+        let collector = open(dir.path());
+        for id in [first, second] {
+            collector
+                .export_traces(one_span(id), Format::Json)
+                .await
+                .unwrap();
+            collector.flush_all().await.unwrap();
+        }
+        assert_eq!(collector.snapshot(Table::Spans).files.len(), 2);
+        assert_eq!(files_scanned(&collector, first).await, 1);
+        assert_eq!(
+            files_scanned(&collector, "33333333333333333333333333333333").await,
+            0
+        );
+        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(second, &mut id).unwrap();
+        let rows: usize = service
+            .trace(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 1);
+        drop(service);
+        drop(collector);
+
+        // The filters are read back on start; a missing or damaged one is rebuilt from the
+        // file's trace ids.
+        let collector = open(dir.path());
+        assert_eq!(files_scanned(&collector, first).await, 1);
+        let file = &collector.snapshot(Table::Spans).files[0];
+        assert!(file.trace_ids.as_ref().unwrap().may_contain(&[0x11; 16]));
+        let sidecar = weft_collector::trace_index::sidecar_path(&dir.path().join(&file.path));
+        let written = std::fs::read(&sidecar).unwrap();
+        std::fs::write(&sidecar, &written[..written.len() / 2]).unwrap();
+        drop(collector);
+        let collector = open(dir.path());
+        assert_eq!(files_scanned(&collector, first).await, 1);
+        assert_eq!(files_scanned(&collector, second).await, 1);
+        assert_eq!(
+            std::fs::read(&sidecar).unwrap(),
+            written,
+            "rebuilt identically"
+        );
+        std::fs::remove_file(&sidecar).unwrap();
+        drop(collector);
+        let collector = open(dir.path());
+        assert_eq!(files_scanned(&collector, first).await, 1);
+        assert_eq!(
+            std::fs::read(&sidecar).unwrap(),
+            written,
+            "rebuilt identically"
+        );
+        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(first, &mut id).unwrap();
+        assert!(service.trace(id).await.unwrap().is_some());
+    }
 }

@@ -36,6 +36,8 @@ pub struct ListenConfig {
     pub otlp_http: SocketAddr,
     /// Query API (SQL, traces) and the web viewer.
     pub query_http: SocketAddr,
+    /// Postgres wire protocol (psql, BI tools): the same read-only SQL as the query API.
+    pub postgres: SocketAddr,
 }
 
 impl Default for ListenConfig {
@@ -44,6 +46,8 @@ impl Default for ListenConfig {
             otlp_grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
             otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
             query_http: SocketAddr::from(([127, 0, 0, 1], 3200)),
+            // 5433, not Postgres' 5432, so Weft runs beside a local PostgreSQL server.
+            postgres: SocketAddr::from(([127, 0, 0, 1], 5433)),
         }
     }
 }

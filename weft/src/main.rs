@@ -49,6 +49,9 @@ enum Command {
         /// Query API and web viewer listen address.
         #[arg(long)]
         query_http: Option<String>,
+        /// Postgres wire protocol listen address.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Print the effective configuration as TOML.
     Config {
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         otlp_grpc,
         otlp_http,
         query_http,
+        postgres,
     } = &cli.command
     {
         let flags = [
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             ("listen.otlp_grpc", otlp_grpc.clone()),
             ("listen.otlp_http", otlp_http.clone()),
             ("listen.query_http", query_http.clone()),
+            ("listen.postgres", postgres.clone()),
         ];
         for (key, value) in flags {
             if let Some(value) = value {

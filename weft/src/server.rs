@@ -5,6 +5,7 @@
 //!  :4317 tonic  ── OTLP gRPC ──┐
 //!  :4318 axum   ── OTLP HTTP ──┼─> weft_collector::Collector ──> WAL, Parquet
 //!  :3200 axum   ── query API, web viewer ──> weft_query::QueryService ──┘ (snapshots)
+//!  :5433 pgwire ── Postgres protocol (psql) ──┘ (same read-only SQL path)
 //! ```
 
 use std::sync::Arc;
@@ -58,9 +59,11 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
     let http_listener = bind(config.listen.otlp_http, "otlp-http").await?;
     let query_listener = bind(config.listen.query_http, "query-http").await?;
+    let postgres_listener = bind(config.listen.postgres, "postgres").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let query_addr = query_listener.local_addr()?;
+    let postgres_addr = postgres_listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -78,6 +81,8 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         );
     let otlp_http = weft_collector::receiver::http::router(collector.clone())
         .merge(health_routes(health.clone()));
+    let postgres =
+        weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
     let query_http = weft_query::http::router(query)
         .merge(weft_ui::router())
         .merge(health_routes(health.clone()));
@@ -85,6 +90,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     println!("weft: otlp-grpc listening on {grpc_addr}");
     println!("weft: otlp-http listening on http://{http_addr}");
     println!("weft: query-http listening on http://{query_addr}");
+    println!("weft: postgres listening on {postgres_addr}");
     println!(
         "weft: data directory {}",
         collector.store().data_dir().display()
@@ -103,14 +109,18 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             .into_future(),
     );
 
+    let postgres_task = tokio::spawn(postgres);
+
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests, then flushing buffered data");
     health.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let (grpc_result, http_result, query_result) = tokio::join!(grpc_task, http_task, query_task);
+    let (grpc_result, http_result, query_result, postgres_result) =
+        tokio::join!(grpc_task, http_task, query_task, postgres_task);
     grpc_result?.context("otlp-grpc server")?;
     http_result?.context("otlp-http server")?;
     query_result?.context("query server")?;
+    postgres_result?.context("postgres server")?;
     collector.shutdown().await.context("final flush")?;
     tracing::info!("stopped");
     Ok(())

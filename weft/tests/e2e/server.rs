@@ -16,6 +16,8 @@ pub struct TestServer {
     pub otlp_grpc: String,
     pub otlp_http: String,
     pub query_http: String,
+    /// `host:port` of the Postgres wire protocol listener.
+    pub postgres: String,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -37,6 +39,7 @@ impl TestServer {
             .args(["--otlp-grpc", "127.0.0.1:0"])
             .args(["--otlp-http", "127.0.0.1:0"])
             .args(["--query-http", "127.0.0.1:0"])
+            .args(["--postgres", "127.0.0.1:0"])
             .args(extra)
             .env("WEFT_LOG", "warn")
             .env_remove("WEFT_CONFIG")
@@ -59,6 +62,7 @@ impl TestServer {
             otlp_grpc: String::new(),
             otlp_http: String::new(),
             query_http: String::new(),
+            postgres: String::new(),
             _tempdir: None,
         };
         loop {
@@ -71,6 +75,8 @@ impl TestServer {
                 server.otlp_http = url.to_owned();
             } else if let Some(url) = line.strip_prefix("weft: query-http listening on ") {
                 server.query_http = url.to_owned();
+            } else if let Some(addr) = line.strip_prefix("weft: postgres listening on ") {
+                server.postgres = addr.to_owned();
             } else if line == "weft: ready" {
                 break;
             }
