@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
@@ -128,11 +129,21 @@ impl QueryService {
 
     /// Runs one read-only SQL statement within the time and memory limits.
     pub async fn sql(&self, sql: &str) -> Result<SqlResult> {
+        self.sql_with_params(sql, ParamValues::List(Vec::new()))
+            .await
+    }
+
+    /// [`QueryService::sql`] with `$n` placeholders bound (the Postgres extended protocol).
+    /// Every SQL entry point goes through here, so all get the same limits.
+    pub async fn sql_with_params(&self, sql: &str, params: ParamValues) -> Result<SqlResult> {
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let max_rows = self.config.max_result_rows;
         let run = async {
             let ctx = self.session()?;
-            let df = ctx.sql_with_options(sql, Self::read_only()).await?;
+            let mut df = ctx.sql_with_options(sql, Self::read_only()).await?;
+            if !matches!(&params, ParamValues::List(list) if list.is_empty()) {
+                df = df.with_param_values(params)?;
+            }
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
             Ok::<_, Error>((schema, batches))

@@ -59,7 +59,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{Error, QueryService, SqlResult};
+use crate::{Error, QueryService};
 
 /// Reported as `server_version`: what clients use to pick protocol features. Weft speaks
 /// the protocol of Postgres 16; `SELECT version()` names the real engine.
@@ -477,7 +477,7 @@ impl Handler {
                 let service = &self.shared.service;
                 let result = match params {
                     None => service.sql(sql).await?,
-                    Some(params) => sql_with_params(service, sql, params).await?,
+                    Some(params) => service.sql_with_params(sql, params).await?,
                 };
                 if result.truncated {
                     let notice = ErrorInfo::new(
@@ -522,52 +522,6 @@ fn query_response(
 fn pg_fields(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, Error> {
     arrow_schema_to_pg_fields(schema, format, None)
         .map_err(|e| Error::Execution(format!("postgres types: {e}")))
-}
-
-/// [`QueryService::sql`] with values bound to `$1`, `$2`, ...: the same session, read-only
-/// options, time limit and row limit. Values are bound into the plan, never into the text.
-async fn sql_with_params(
-    service: &QueryService,
-    sql: &str,
-    params: ParamValues,
-) -> Result<SqlResult, Error> {
-    let timeout_secs = service.config.timeout_secs;
-    let max_rows = service.config.max_result_rows;
-    let run = async {
-        let ctx = service.session()?;
-        let df = ctx
-            .sql_with_options(sql, QueryService::read_only())
-            .await?
-            .with_param_values(params)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
-        Ok::<_, Error>((schema, batches))
-    };
-    let (schema, batches) = tokio::time::timeout(Duration::from_secs(timeout_secs), run)
-        .await
-        .map_err(|_| Error::Timeout(timeout_secs))??;
-    let (batches, truncated) = truncate(batches, max_rows);
-    Ok(SqlResult {
-        schema,
-        batches,
-        truncated,
-    })
-}
-
-/// Keeps the first `max_rows` rows; says whether any were cut.
-fn truncate(mut batches: Vec<RecordBatch>, max_rows: usize) -> (Vec<RecordBatch>, bool) {
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if total <= max_rows {
-        return (batches, false);
-    }
-    let mut keep = max_rows;
-    for batch in &mut batches {
-        let take = keep.min(batch.num_rows());
-        *batch = batch.slice(0, take);
-        keep -= take;
-    }
-    batches.retain(|b| b.num_rows() > 0);
-    (batches, true)
 }
 
 // ---- extended query protocol ----------------------------------------------------------------
@@ -970,23 +924,5 @@ mod tests {
             .unwrap();
         assert_eq!(json.value(0), r#"{"http.route":"/a"}"#);
         assert_eq!(fields[0].format(), pgwire::api::results::FieldFormat::Text);
-    }
-
-    #[test]
-    fn truncation_keeps_the_first_rows() {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
-        let batch = |values: Vec<i64>| {
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![Arc::new(arrow::array::Int64Array::from(values)) as ArrayRef],
-            )
-            .unwrap()
-        };
-        let (kept, cut) = truncate(vec![batch(vec![1, 2]), batch(vec![3, 4])], 3);
-        assert!(cut);
-        assert_eq!(kept.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
-        let (kept, cut) = truncate(vec![batch(vec![1, 2])], 2);
-        assert!(!cut);
-        assert_eq!(kept.len(), 1);
     }
 }
