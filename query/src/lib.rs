@@ -38,6 +38,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
@@ -145,7 +146,17 @@ impl QueryService {
                 df = df.with_param_values(params)?;
             }
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
+            // EXPLAIN cannot sit under a LIMIT, and its output is a few rows anyway.
+            let explains = matches!(
+                df.logical_plan(),
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+            );
+            let df = if explains {
+                df
+            } else {
+                df.limit(0, Some(max_rows + 1))?
+            };
+            let batches = df.collect().await?;
             Ok::<_, Error>((schema, batches))
         };
         let (schema, mut batches) = tokio::time::timeout(timeout, run)
@@ -342,5 +353,24 @@ mod tests {
         assert!(parse_trace_id("00000000000000000000000000000000").is_err());
         assert!(parse_trace_id("xyz").is_err());
         assert!(parse_trace_id("5b8efff798038103d269b633813fc60g").is_err());
+    }
+
+    #[tokio::test]
+    async fn explain_and_explain_analyze_run_through_the_sql_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let collector = Collector::open(weft_collector::CollectorConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let service = QueryService::new(collector, QueryConfig::default()).unwrap();
+        for sql in [
+            "EXPLAIN SELECT count(*) FROM spans",
+            "EXPLAIN ANALYZE SELECT count(*) FROM spans",
+        ] {
+            let result = service.sql(sql).await.unwrap();
+            assert_eq!(result.schema.field(0).name(), "plan_type", "{sql}");
+            assert!(result.batches.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+        }
     }
 }
