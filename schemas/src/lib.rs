@@ -51,6 +51,7 @@ pub mod otlp_json;
 pub mod parquet_settings;
 pub mod prometheus;
 pub mod spans;
+pub mod zipkin;
 
 mod arrow_util;
 mod resource_scope;
