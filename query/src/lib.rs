@@ -1,14 +1,21 @@
 //! Weft's query service: DataFusion over stored Parquet and the collector's live rows.
 //!
 //! ```text
-//!  POST /api/v1/sql ──> read-only check (no DDL / DML / COPY / SET) ─┐
-//!  GET  /api/v1/traces/{id} ──> spans WHERE trace_id = id ───────────┤
-//!                                                                    ▼
+//!  POST /api/v1/sql, Postgres wire (pg) ──> read-only check (no DDL / DML / COPY / SET) ─┐
+//!  GET  /api/v1/traces/{id} ──> spans WHERE trace_id = id (streamed when huge) ───────────┤
+//!  GET  /api/v1/search (search) ──> span conditions ─> candidate traces ─> summaries ─────┤
+//!  GET  /api/v1/dependencies (graph), /api/v1/latency (latency) ─> scan ─> per-run Rust ──┤
+//!  GET  /api/v1/metrics… (metrics_query) ──> DataFrame over `metrics` ────────────────────┤
+//!  Jaeger /api/… and /api/v3/… (jaeger) ──> search, trace by id, graph ──────────────────┤
+//!                                                                                         ▼
 //!             per-query SessionContext (own memory pool, no spilling, time limit)
-//!               tables: spans, metrics  = provider::WeftTable
-//!                          ├─ committed Parquet files (pruned by stats, bloom filters)
+//!               tables: spans, metrics = provider::WeftTable
+//!                          ├─ committed Parquet files (trace id filters in memory, then
+//!                          │  Parquet stats, page index, bloom filters)
 //!                          └─ live rows not yet flushed (visible as soon as acknowledged)
-//!  rows ──> JSON (default) | Arrow IPC stream | CSV        spans ──> OTLP/JSON resourceSpans
+//!               views: traces, span_edges, latency, metric_points (views)
+//!               table functions: service_graph, dependency_links, span_latency (graph)
+//!  rows ──> JSON (default) | Arrow IPC stream | CSV | Postgres rows;  spans ──> OTLP/JSON
 //! ```
 //!
 //! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,

@@ -8,6 +8,9 @@
 //! | `fixtures` | every recorded client body and upstream example is accepted and queryable |
 //! | `bad_input` | hostile or broken input gets the documented status and the server keeps serving |
 //! | `trace_lookup` | a 100,000-span trace streams back complete under a memory pool too small to sort it |
+//! | `jaeger` | Jaeger's storage conformance queries (v1 and v3) find exactly the expected traces; the otlp2jaeger golden translation; native search is exact and pages every match once |
+//! | `graph` | dependency graph and latency reports over HTTP, from live rows and from Parquet; bad parameters are 400 |
+//! | `pg` | the real `psql`: exact rows from tables and views, writes/COPY/file reads refused with 42501 on a connection that stays usable, cancel, limits; metrics endpoints |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
