@@ -378,12 +378,7 @@ mod tests {
     use crate::search::{AttributeScope, SpanStatus};
 
     fn params(query: &[(&str, &str)]) -> Params {
-        Params(
-            query
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Params::from_pairs(query)
     }
 
     const NOW: i64 = 1_700_000_000_000_000_000;

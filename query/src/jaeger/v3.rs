@@ -225,12 +225,7 @@ mod tests {
     use super::*;
 
     fn params(query: &[(&str, &str)]) -> Params {
-        Params(
-            query
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Params::from_pairs(query)
     }
 
     #[test]

@@ -190,12 +190,7 @@ mod tests {
     use crate::search::{AttributeOp, RootSpan};
 
     fn params(query: &[(&str, &str)]) -> Params {
-        Params(
-            query
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Params::from_pairs(query)
     }
 
     #[test]

@@ -12,6 +12,17 @@ use crate::{Error, Result};
 pub(crate) struct Params(pub Vec<(String, String)>);
 
 impl Params {
+    /// Test input: `[("service", "web"), ...]`.
+    #[cfg(test)]
+    pub fn from_pairs(query: &[(&str, &str)]) -> Self {
+        Params(
+            query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
     /// The value of `name`, `None` when absent; an empty value counts as absent (HTML forms
     /// and the Jaeger UI send `operation=` for "any"). Given twice it is an error rather than
     /// a silent pick of one.
