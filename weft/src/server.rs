@@ -91,6 +91,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     println!("weft: otlp-http listening on http://{http_addr}");
     println!("weft: query-http listening on http://{query_addr}");
     println!("weft: postgres listening on {postgres_addr}");
+    println!("weft: web viewer at http://{query_addr}/");
     println!(
         "weft: data directory {}",
         collector.store().data_dir().display()

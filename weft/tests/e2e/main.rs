@@ -11,6 +11,7 @@
 //! | `jaeger` | Jaeger's storage conformance queries (v1 and v3) find exactly the expected traces; the otlp2jaeger golden translation; native search is exact and pages every match once |
 //! | `graph` | dependency graph and latency reports over HTTP, from live rows and from Parquet; bad parameters are 400 |
 //! | `pg` | the real `psql`: exact rows from tables and views, writes/COPY/file reads refused with 42501 on a connection that stays usable, cancel, limits; metrics endpoints |
+//! | `ui` | the web viewer in headless Chromium (Playwright tests in `ui/web/e2e`) against the demo dataset: pages load cleanly, search finds known traces, the waterfall, critical path, span panel, service map, latency report and SQL console show what was sent |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
@@ -25,3 +26,4 @@ mod pg;
 mod sdk;
 mod server;
 mod trace_lookup;
+mod ui;

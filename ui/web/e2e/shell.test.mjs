@@ -1,0 +1,47 @@
+// The app shell: every page in the navigation loads without errors, the trace-ID box
+// navigates, unknown paths say so, and hashed assets are cached while the shell is not.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { BASE, FACTS, openPage } from "./harness.mjs";
+
+test("navigation reaches every page without errors", async () => {
+  const { page, done } = await openPage("/");
+  assert.equal(new URL(page.url()).pathname, "/search");
+  for (const label of ["Service map", "Latency", "Metrics", "SQL", "Search"]) {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: label, exact: true }).click();
+    await page.waitForLoadState("networkidle");
+    const current = page.getByRole("navigation", { name: "Main" }).locator('[aria-current="page"]');
+    assert.equal(await current.textContent(), label);
+  }
+  await done("shell");
+});
+
+test("the trace-ID box opens the trace", async () => {
+  const { page, done } = await openPage("/search");
+  const id = FACTS.critical_trace.trace.id;
+  await page.getByLabel("Trace ID").fill(id.toUpperCase());
+  await page.getByLabel("Trace ID").press("Enter");
+  await page.waitForURL(`**/trace/${id}`);
+  await done("shell-trace-id-box");
+});
+
+test("an unknown page says so", async () => {
+  const { page, done } = await openPage("/no-such-page");
+  await page.getByRole("heading", { name: "Not found" }).waitFor();
+  await done("shell-not-found");
+});
+
+test("hashed assets are immutable, the shell is revalidated", async () => {
+  const shell = await fetch(`${BASE}/map`);
+  assert.equal(shell.status, 200);
+  assert.equal(shell.headers.get("cache-control"), "no-cache");
+  const html = await shell.text();
+  const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+  assert.ok(script, html);
+  const asset = await fetch(BASE + script);
+  assert.equal(asset.status, 200);
+  assert.match(asset.headers.get("cache-control") ?? "", /immutable/);
+  assert.match(asset.headers.get("content-type") ?? "", /javascript/);
+  const api = await fetch(`${BASE}/api/v1/no-such-endpoint`);
+  assert.equal(api.status, 404);
+});
