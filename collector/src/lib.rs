@@ -21,6 +21,7 @@
 pub mod config;
 pub mod error;
 pub mod receiver;
+pub mod ring;
 pub mod store;
 pub mod trace_index;
 pub mod wal;
