@@ -278,7 +278,7 @@ pub fn big_trace(trace_id: [u8; 16], start_ns: u64) -> Vec<(String, Span)> {
 }
 
 /// Six spans whose critical path is known: the root's time is spent mostly in `charge`,
-/// which waits on `db.query`; `auth` and `cache.get` run in parallel with something longer.
+/// which waits on `db.query`; `auth.verify` and `cache.get` overlap something that ends later.
 fn critical_trace(
     trace_id: [u8; 16],
     t0: u64,
@@ -311,14 +311,14 @@ fn critical_trace(
         span_id: link_to.1.to_vec(),
         ..Default::default()
     });
-    let cache = span(4, Some(3), "cache.get", SpanKind::Client, 26, 29);
+    let cache = span(4, Some(3), "cache.get", SpanKind::Client, 32, 40);
     let mut db = span(5, Some(3), "db.query", SpanKind::Client, 30, 90);
     db.status = Some(Status {
         code: StatusCode::Error as i32,
         message: "deadlock detected".into(),
     });
     db.attributes.push(kv("db.system", "postgresql"));
-    let render = span(6, Some(1), "render", SpanKind::Internal, 95, 99);
+    let render = span(6, Some(1), "render", SpanKind::Internal, 96, 99);
     let spans = vec![
         ("shop-web".to_owned(), root),
         ("auth-svc".to_owned(), auth),
@@ -336,7 +336,8 @@ fn critical_trace(
             error_spans: 1,
             duration_ns: 100 * ms,
         },
-        // render (95–99) ends after charge (25–95), so the path ends with it.
+        // render (96–99) starts after charge (25–95) ends, so the path ends with it; cache.get
+        // (32–40) runs inside db.query (30–90) and auth.verify (2–30) overlaps charge.
         critical_path: vec![
             "GET /checkout".into(),
             "charge".into(),

@@ -89,7 +89,33 @@ async fn sql(
     if result.truncated {
         headers.insert("x-weft-truncated", HeaderValue::from_static("true"));
     }
+    headers.insert(COLUMNS_HEADER, columns_header(&result.schema));
     Ok(response)
+}
+
+/// The result schema of every SQL answer, whatever the format: JSON rows drop columns that
+/// are all null and do not keep column order, so clients that show tables read it here.
+pub const COLUMNS_HEADER: &str = "x-weft-columns";
+
+/// `[{"name": …, "type": …}]` (Arrow's type display) as JSON, percent-encoded so any
+/// column name fits in a header (`decodeURIComponent` in a browser undoes it).
+fn columns_header(schema: &arrow::datatypes::Schema) -> HeaderValue {
+    let columns: Vec<serde_json::Value> = schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
+        .collect();
+    let json = serde_json::Value::Array(columns).to_string();
+    let mut encoded = String::with_capacity(json.len() * 2);
+    for byte in json.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    // Only unreserved ASCII and `%XX` remain: always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static("%5B%5D"))
 }
 
 fn encode(result: &SqlResult, output: Output) -> Result<(&'static str, Vec<u8>), Error> {
@@ -197,4 +223,99 @@ fn otlp_json_stream(
         .chain(futures::stream::once(async {
             Ok(Bytes::from_static(b"]}"))
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn columns_header_lists_every_column_in_order_with_its_type() {
+        let schema = Schema::new(vec![
+            Field::new("zeta", DataType::Utf8, true),
+            Field::new("all null", DataType::Int64, true),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("naïve \"quoted\", 100%", DataType::Float64, true),
+        ]);
+        let value = columns_header(&schema);
+        let text = value.to_str().unwrap();
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+            "{text}"
+        );
+        let columns: serde_json::Value = serde_json::from_str(&decode(text)).unwrap();
+        assert_eq!(
+            columns,
+            serde_json::json!([
+                {"name": "zeta", "type": "Utf8"},
+                {"name": "all null", "type": "Int64"},
+                {"name": "time", "type": DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())).to_string()},
+                {"name": "naïve \"quoted\", 100%", "type": "Float64"},
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_schema_gives_an_empty_list() {
+        let value = columns_header(&Schema::empty());
+        assert_eq!(value.to_str().unwrap(), "%5B%5D");
+    }
+
+    /// Every answer — JSON, CSV, Arrow — carries the columns, including one that is all
+    /// null (absent from the JSON rows), in select order.
+    #[tokio::test]
+    async fn sql_answers_carry_the_result_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let collector = weft_collector::Collector::open(weft_collector::CollectorConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let service =
+            Arc::new(QueryService::new(collector, crate::QueryConfig::default()).unwrap());
+        for accept in ["application/json", "text/csv", ARROW_STREAM] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            let request = SqlRequest {
+                sql: "SELECT 2 AS b, CAST(NULL AS DOUBLE) AS nothing, 'x' AS a".into(),
+            };
+            let response = sql(State(service.clone()), headers, Ok(Json(request)))
+                .await
+                .unwrap();
+            let value = response.headers().get(COLUMNS_HEADER).expect(accept);
+            let columns: serde_json::Value =
+                serde_json::from_str(&decode(value.to_str().unwrap())).unwrap();
+            assert_eq!(
+                columns,
+                serde_json::json!([
+                    {"name": "b", "type": "Int64"},
+                    {"name": "nothing", "type": "Float64"},
+                    {"name": "a", "type": "Utf8"},
+                ]),
+                "{accept}"
+            );
+        }
+    }
 }

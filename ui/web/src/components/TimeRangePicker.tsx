@@ -1,5 +1,5 @@
 // Relative ("last 1h") or absolute (from/to) time range; the choice is written to the URL.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import type { TimeRange } from "../util";
 
 const RELATIVE = ["5m", "15m", "1h", "6h", "24h", "7d", "30d"];
@@ -16,6 +16,12 @@ export function TimeRangePicker({ value, onChange }: { value: TimeRange; onChang
   const [mode, setMode] = useState<"relative" | "absolute">(value.range ? "relative" : "absolute");
   const [from, setFrom] = useState(toLocalInput(value.start));
   const [to, setTo] = useState(toLocalInput(value.end));
+  // Back/forward navigation changes `value` without remounting: follow it.
+  useEffect(() => {
+    setMode(value.range ? "relative" : "absolute");
+    setFrom(toLocalInput(value.start));
+    setTo(toLocalInput(value.end));
+  }, [value.range, value.start, value.end]);
   return (
     <fieldset class="time-range">
       <legend>Time range</legend>
