@@ -58,6 +58,32 @@ fn main() {
         "vite build produced no index.html in {}",
         out.display()
     );
+    precompress(&out.join("assets"));
+}
+
+/// Writes `<file>.gz` beside every hashed asset (gzip level 9, once per build) so the
+/// server can answer `Accept-Encoding: gzip` without compressing on each request.
+fn precompress(dir: &Path) {
+    use std::io::Write as _;
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("asset entry").path();
+        let compressible = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("js" | "css" | "svg" | "json" | "html" | "txt")
+        );
+        if !compressible {
+            continue;
+        }
+        let data = std::fs::read(&path).expect("reading an asset");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&data).expect("gzip");
+        let gz = encoder.finish().expect("gzip");
+        let mut target = path.clone().into_os_string();
+        target.push(".gz");
+        std::fs::write(&target, gz).expect("writing a .gz asset");
+    }
 }
 
 fn npm() -> String {

@@ -11,7 +11,7 @@
 //! code are bundled.
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 #[derive(rust_embed::Embed)]
@@ -23,7 +23,7 @@ pub fn router() -> Router {
     Router::new().fallback(serve)
 }
 
-async fn serve(method: axum::http::Method, uri: Uri) -> Response {
+async fn serve(method: axum::http::Method, uri: Uri, headers: HeaderMap) -> Response {
     if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
         return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
     }
@@ -38,13 +38,42 @@ async fn serve(method: axum::http::Method, uri: Uri) -> Response {
         } else {
             "no-cache"
         };
-        return asset(path, file.data.into_owned(), cache);
+        // build.rs stores a gzip copy of each text asset; send it to clients that take gzip.
+        if accepts_gzip(&headers)
+            && let Some(gz) = Assets::get(&format!("{path}.gz"))
+        {
+            let mut response = asset(path, gz.data.into_owned(), cache);
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return response;
+        }
+        let mut response = asset(path, file.data.into_owned(), cache);
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        return response;
     }
     // Client-side routes (/search, /trace/<id>, …) all load the app shell.
     match Assets::get("index.html") {
         Some(index) => asset("index.html", index.data.into_owned(), "no-cache"),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "viewer not built").into_response(),
     }
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            // "gzip;q=0" means the client refuses gzip.
+            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 fn asset(path: &str, body: Vec<u8>, cache: &'static str) -> Response {
@@ -97,6 +126,45 @@ mod tests {
                 "{script} is referenced but not embedded"
             );
         }
+    }
+
+    #[test]
+    fn text_assets_have_a_gzip_copy_that_inflates_to_the_original() {
+        use std::io::Read as _;
+        let scripts: Vec<String> = Assets::iter()
+            .filter(|p| p.starts_with("assets/") && p.ends_with(".js"))
+            .map(|p| p.into_owned())
+            .collect();
+        assert!(!scripts.is_empty());
+        for script in scripts {
+            let plain = Assets::get(&script).unwrap().data;
+            let gz = Assets::get(&format!("{script}.gz"))
+                .expect("gzip copy")
+                .data;
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(gz.as_ref())
+                .read_to_end(&mut inflated)
+                .unwrap();
+            assert_eq!(inflated, plain.as_ref(), "{script}");
+        }
+    }
+
+    #[test]
+    fn gzip_is_sent_only_when_accepted() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            accepts_gzip(&headers)
+        };
+        assert!(with("gzip, deflate, br"));
+        assert!(with("br;q=1.0, gzip;q=0.8"));
+        assert!(with("*"));
+        assert!(!with("br"));
+        assert!(!with("gzip;q=0"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 // The app shell: every page in the navigation loads without errors, the trace-ID box
-// navigates, unknown paths say so, and hashed assets are cached while the shell is not.
+// navigates, unknown paths say so, and hashed assets are cached (and sent gzipped) while
+// the shell is not.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { BASE, FACTS, openPage } from "./harness.mjs";
@@ -42,6 +43,9 @@ test("hashed assets are immutable, the shell is revalidated", async () => {
   assert.equal(asset.status, 200);
   assert.match(asset.headers.get("cache-control") ?? "", /immutable/);
   assert.match(asset.headers.get("content-type") ?? "", /javascript/);
+  // fetch asks for gzip and inflates: the precompressed copy is sent and decodes to JS.
+  assert.equal(asset.headers.get("content-encoding"), "gzip");
+  assert.match(await asset.text(), /\S/);
   const api = await fetch(`${BASE}/api/v1/no-such-endpoint`);
   assert.equal(api.status, 404);
 });
