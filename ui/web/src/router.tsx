@@ -2,6 +2,7 @@
 // so every page can be shared by copying the address bar.
 import type { AnchorHTMLAttributes, ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
+import { type Params, query } from "./api";
 
 export interface Location {
   path: string;
@@ -38,18 +39,8 @@ export function useLocation(): Location {
 }
 
 /** Builds `path?k=v&…`, skipping empty values; arrays become repeated keys. */
-export function href(
-  path: string,
-  params: Record<string, string | number | undefined | null | string[]> = {},
-): string {
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) {
-    if (v === undefined || v === null || v === "") continue;
-    if (Array.isArray(v)) v.filter((x) => x !== "").forEach((x) => q.append(k, x));
-    else q.set(k, String(v));
-  }
-  const s = q.toString();
-  return s ? `${path}?${s}` : path;
+export function href(path: string, params: Params = {}): string {
+  return path + query(params);
 }
 
 type LinkProps = AnchorHTMLAttributes<HTMLAnchorElement> & { href: string; children?: ComponentChildren };
