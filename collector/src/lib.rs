@@ -17,6 +17,9 @@
 //!
 //! Nothing is acknowledged before it is in the write-ahead log; on start the log is
 //! replayed into the live buffers, skipping what the manifest says is already in Parquet.
+//!
+//! `ring` is the consistent-hash ring that will shard trace IDs across collector nodes in a
+//! cluster; `weft up` (one node) does not use it yet.
 
 pub mod config;
 pub mod error;

@@ -55,6 +55,10 @@
 //! assert_eq!(report.errors, 0);
 //! # Ok(()) }
 //! ```
+//!
+//! [`demo`] loads the web viewer's demo dataset (generated traffic, a 50,000-span trace, a
+//! trace with a known critical path, metrics) and returns the facts of what it sent; the
+//! `weft-demo-data` binary and the viewer's e2e tests use it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
