@@ -21,8 +21,10 @@
 //! `ring` is the consistent-hash ring that will shard trace IDs across collector nodes in a
 //! cluster; `weft up` (one node) does not use it yet.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod ingest;
 pub mod receiver;
 pub mod ring;
 pub mod store;
