@@ -48,6 +48,14 @@ pub enum Error {
     Storage(String),
     #[error(transparent)]
     Schema(#[from] weft_schemas::Error),
+    /// A collector node refused forwarded data outright (not a transient failure). Ingest
+    /// validates first, so this means a version mismatch or a misconfigured node.
+    #[error("collector node {node} refused the data ({code:?}): {message}")]
+    Forward {
+        node: String,
+        code: tonic::Code,
+        message: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,6 +84,10 @@ impl Error {
             Error::Overloaded { .. } | Error::Wal(_) | Error::ShuttingDown | Error::Storage(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::Forward { code, .. } if *code == tonic::Code::InvalidArgument => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Forward { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -84,6 +96,9 @@ impl Error {
         match self {
             Error::Overloaded { retry_after, .. } => Some(*retry_after),
             Error::Wal(_) | Error::ShuttingDown | Error::Storage(_) => Some(SERVER_RETRY_AFTER),
+            Error::Forward { code, .. } if *code != tonic::Code::InvalidArgument => {
+                Some(SERVER_RETRY_AFTER)
+            }
             _ => None,
         }
     }
@@ -107,6 +122,8 @@ impl Error {
             Error::Overloaded { .. } | Error::Wal(_) | Error::ShuttingDown | Error::Storage(_) => {
                 Code::Unavailable
             }
+            Error::Forward { code, .. } if *code == Code::InvalidArgument => Code::InvalidArgument,
+            Error::Forward { .. } => Code::Unavailable,
         };
         let message = self.to_string();
         match self.retry_after() {

@@ -391,6 +391,37 @@ impl Store {
     }
 }
 
+/// The committed files of every table as `<data_dir>/manifest.json` lists them, read without
+/// opening the store: nothing is written or deleted (no orphan clean-up) and no trace-ID
+/// filters are loaded (`trace_ids` is `None`). For readers of another node's directory on
+/// shared storage (the query service of a cluster); the manifest is replaced by an atomic
+/// rename, so a read sees one whole commit. A missing manifest means no files yet.
+pub fn read_committed_files(data_dir: &Path) -> Result<HashMap<Table, Vec<FileMeta>>> {
+    let manifest_path = data_dir.join(MANIFEST_FILE);
+    let manifest: Manifest = match fs::read(&manifest_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Storage(format!("corrupt manifest {}: {e}", manifest_path.display()))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(storage_err("read manifest", &manifest_path, e)),
+    };
+    if manifest.version != MANIFEST_VERSION {
+        return Err(Error::Storage(format!(
+            "manifest {} has version {} (expected {MANIFEST_VERSION})",
+            manifest_path.display(),
+            manifest.version
+        )));
+    }
+    let mut tables = manifest.tables;
+    Ok(Table::ALL
+        .into_iter()
+        .map(|table| {
+            let files = tables.remove(table.name()).unwrap_or_default().files;
+            (table, files)
+        })
+        .collect())
+}
+
 fn storage_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::Storage(format!("{what} {}: {e}", path.display()))
 }

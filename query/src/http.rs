@@ -1,4 +1,9 @@
-//! HTTP API of the query service: `POST /api/v1/sql` and `GET /api/v1/traces/{trace_id}`.
+//! HTTP API of the query service: `POST /api/v1/sql` and `GET /api/v1/traces/{trace_id}`,
+//! plus the routers of search, graph, latency, metrics and Jaeger.
+//!
+//! Every answer whose data is partial (in a cluster: a collector did not answer) carries the
+//! header `x-weft-warnings` (see [`crate::warnings`]); bodies stay as they are, except
+//! search (`warnings`) and Jaeger v1 (`errors`), whose shapes have a place for them.
 
 use std::sync::Arc;
 
@@ -34,6 +39,8 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .merge(crate::latency::router(service.clone()))
         .merge(crate::metrics_query::router(service.clone()))
         .merge(crate::jaeger::router(service))
+        // Every answer of every endpoint carries `x-weft-warnings` when it is partial.
+        .layer(axum::middleware::from_fn(crate::warnings::layer))
 }
 
 #[derive(Debug, Deserialize)]

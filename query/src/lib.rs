@@ -18,9 +18,25 @@
 //!  rows ──> JSON (default) | Arrow IPC stream | CSV | Postgres rows;  spans ──> OTLP/JSON
 //! ```
 //!
+//! Where the tables come from ([`DataSource`]):
+//!
+//! ```text
+//!  weft up     DataSource::Local(collector)   provider::WeftTable: Collector::snapshot, in
+//!                                             process, one node, no copies to remove
+//!  weft query  DataSource::Cluster(source)    cluster::ClusterTable: every collector's
+//!                                             snapshot over HTTP (deadline per node) + the
+//!                                             node directories on shared storage, copies
+//!                                             removed by a sort-merge (see `cluster`)
+//! ```
+//!
+//! A collector that does not answer makes an answer partial, and the answer says so
+//! ([`warnings`]: the `x-weft-warnings` header, search's `warnings`, Jaeger's `errors`,
+//! Postgres NOTICEs).
+//!
 //! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,
 //! no object stores other than the data directory.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod graph;
@@ -33,6 +49,7 @@ pub mod provider;
 pub mod search;
 pub mod udf;
 pub mod views;
+pub mod warnings;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -53,6 +70,7 @@ use futures::StreamExt;
 use weft_collector::Collector;
 use weft_schemas::Table;
 
+pub use cluster::ClusterSource;
 pub use config::QueryConfig;
 pub use error::{Error, Result};
 
@@ -63,11 +81,23 @@ pub struct SqlResult {
     pub batches: Vec<RecordBatch>,
     /// More rows existed than `max_result_rows`; they were cut off.
     pub truncated: bool,
+    /// What the user must know about this answer, e.g. a collector that did not answer, so
+    /// its unflushed rows are missing (see [`warnings`]). Empty on a single node.
+    pub warnings: Vec<String>,
+}
+
+/// Where a query service's tables come from.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// `weft up`: the collector of this process (files and live rows in memory).
+    Local(Arc<Collector>),
+    /// `weft query`: the collectors of a cluster and their directories on shared storage.
+    Cluster(Arc<ClusterSource>),
 }
 
 /// The query service of one process.
 pub struct QueryService {
-    collector: Arc<Collector>,
+    source: DataSource,
     config: QueryConfig,
     /// Shared by all queries so Parquet footers are read once (metadata cache).
     base_runtime: Arc<RuntimeEnv>,
@@ -82,14 +112,24 @@ impl std::fmt::Debug for QueryService {
 }
 
 impl QueryService {
+    /// One node (`weft up`): tables over `collector`'s files and live rows.
     pub fn new(collector: Arc<Collector>, config: QueryConfig) -> Result<Self> {
+        Self::with_source(DataSource::Local(collector), config)
+    }
+
+    /// A cluster (`weft query`): tables over every collector of `source`, copies removed.
+    pub fn new_cluster(source: ClusterSource, config: QueryConfig) -> Result<Self> {
+        Self::with_source(DataSource::Cluster(Arc::new(source)), config)
+    }
+
+    pub fn with_source(source: DataSource, config: QueryConfig) -> Result<Self> {
         let base_runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
         Ok(Self {
-            collector,
+            source,
             config,
             base_runtime,
         })
@@ -99,7 +139,13 @@ impl QueryService {
         &self.config
     }
 
+    pub fn source(&self) -> &DataSource {
+        &self.source
+    }
+
     /// A fresh session with Weft's tables and functions and this query's own memory pool.
+    /// In a cluster its tables report to the current request's warnings
+    /// ([`warnings::collect`], [`warnings::layer`]).
     pub fn session(&self) -> Result<SessionContext> {
         let mut runtime = (*self.base_runtime).clone();
         runtime.memory_pool = Arc::new(TrackConsumersPool::new(
@@ -114,11 +160,19 @@ impl QueryService {
         options.execution.parquet.reorder_filters = true;
         options.execution.parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(config, Arc::new(runtime));
+        let request = warnings::RequestState::current_or_detached();
         for table in Table::ALL {
-            ctx.register_table(
-                table.name(),
-                Arc::new(provider::WeftTable::new(table, self.collector.clone())),
-            )?;
+            let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {
+                DataSource::Local(collector) => {
+                    Arc::new(provider::WeftTable::new(table, collector.clone()))
+                }
+                DataSource::Cluster(source) => Arc::new(cluster::ClusterTable::new(
+                    table,
+                    source.clone(),
+                    request.clone(),
+                )),
+            };
+            ctx.register_table(table.name(), provider)?;
         }
         for udf in udf::all() {
             ctx.register_udf(udf);
@@ -166,9 +220,9 @@ impl QueryService {
             let batches = df.collect().await?;
             Ok::<_, Error>((schema, batches))
         };
-        let (schema, mut batches) = tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| Error::Timeout(self.config.timeout_secs))??;
+        let (outcome, warnings) = warnings::collect(tokio::time::timeout(timeout, run)).await;
+        let (schema, mut batches) =
+            outcome.map_err(|_| Error::Timeout(self.config.timeout_secs))??;
         let total: usize = batches.iter().map(|b| b.num_rows()).sum();
         let truncated = total > max_rows;
         if truncated {
@@ -184,6 +238,7 @@ impl QueryService {
             schema,
             batches,
             truncated,
+            warnings,
         })
     }
 

@@ -22,7 +22,8 @@
 //! A query's error is reported with a SQLSTATE derived from [`Error`]: 42501 for
 //! read-only refusals, 57014 for the time limit, 53200 for the memory limit, 42601 for
 //! syntax errors and 42000 for other planning errors. A result cut at `max_result_rows`
-//! comes with a NOTICE saying so. A cancel request (Ctrl-C in psql) drops the running
+//! comes with a NOTICE saying so, and a partial answer (in a cluster, a collector that did
+//! not answer) with a WARNING notice per warning. A cancel request (Ctrl-C in psql) drops the running
 //! query, which stops its DataFusion execution.
 
 use std::collections::HashMap;
@@ -489,6 +490,14 @@ impl Handler {
                         ),
                     );
                     // A notice may come at any time; psql prints it with the result.
+                    let _ = client
+                        .feed(PgWireBackendMessage::NoticeResponse(notice.into()))
+                        .await;
+                }
+                for warning in &result.warnings {
+                    // A partial answer (a collector of the cluster did not answer) says so.
+                    let notice =
+                        ErrorInfo::new("WARNING".to_owned(), "01000".to_owned(), warning.clone());
                     let _ = client
                         .feed(PgWireBackendMessage::NoticeResponse(notice.into()))
                         .await;

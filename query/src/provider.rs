@@ -125,7 +125,7 @@ impl TableProvider for WeftTable {
 
 /// The trace ids a query is restricted to, when one of its (ANDed) filters is
 /// `trace_id = <literal>` or `trace_id IN (<literals>)`.
-fn wanted_trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn wanted_trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
     fn literal_id(expr: &Expr) -> Option<Vec<u8>> {
         match expr {
             Expr::Literal(ScalarValue::FixedSizeBinary(16, Some(id)), _) => Some(id.clone()),
@@ -155,8 +155,12 @@ fn wanted_trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
 }
 
 fn partitioned_file(data_dir: &Path, relative: &str, size: u64) -> DfResult<PartitionedFile> {
-    let absolute = data_dir.join(relative);
-    let location = object_store::path::Path::from_absolute_path(&absolute)
+    partitioned_file_at(&data_dir.join(relative), size)
+}
+
+/// A file of the local file system (`absolute` path) as DataFusion's scans name it.
+pub(crate) fn partitioned_file_at(absolute: &Path, size: u64) -> DfResult<PartitionedFile> {
+    let location = object_store::path::Path::from_absolute_path(absolute)
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     Ok(PartitionedFile::new(location.to_string(), size))
 }

@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use weft_collector::CollectorConfig;
+use weft_collector::cluster::ClusterConfig;
+use weft_collector::config::IngestConfig;
 use weft_query::QueryConfig;
 
 /// Prefix of the environment variables that override config keys.
@@ -24,6 +26,10 @@ pub struct WeftConfig {
     pub listen: ListenConfig,
     pub collector: CollectorConfig,
     pub query: QueryConfig,
+    /// `weft ingest` / `weft collector` / `weft query` only (`weft up` is one node).
+    pub cluster: ClusterConfig,
+    /// `weft ingest` only: forwarding, retries, circuit breakers, the hand-off spool.
+    pub ingest: IngestConfig,
 }
 
 /// Where `weft up` listens. Port 0 picks a free port; the chosen one is printed.
@@ -38,6 +44,16 @@ pub struct ListenConfig {
     pub query_http: SocketAddr,
     /// Postgres wire protocol (psql, BI tools): the same read-only SQL as the query API.
     pub postgres: SocketAddr,
+    /// `weft collector`: internal OTLP/gRPC that ingest nodes forward to.
+    pub cluster_grpc: SocketAddr,
+    /// `weft collector`: internal HTTP (health, node info, unflushed rows for queries,
+    /// Prometheus remote-write forwarded by ingest nodes).
+    pub cluster_http: SocketAddr,
+    /// `host:port` other nodes use to reach `cluster_grpc` (behind NAT, a proxy, or when
+    /// listening on 0.0.0.0). Empty: the bound address.
+    pub advertise_cluster_grpc: String,
+    /// Same for `cluster_http`.
+    pub advertise_cluster_http: String,
 }
 
 impl Default for ListenConfig {
@@ -48,6 +64,10 @@ impl Default for ListenConfig {
             query_http: SocketAddr::from(([127, 0, 0, 1], 3200)),
             // 5433, not Postgres' 5432, so Weft runs beside a local PostgreSQL server.
             postgres: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            cluster_grpc: SocketAddr::from(([127, 0, 0, 1], 4417)),
+            cluster_http: SocketAddr::from(([127, 0, 0, 1], 4419)),
+            advertise_cluster_grpc: String::new(),
+            advertise_cluster_http: String::new(),
         }
     }
 }

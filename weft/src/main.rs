@@ -4,6 +4,8 @@
 //! environment variables, then flags; see `config.example.toml`.
 
 mod config;
+mod operator;
+mod roles;
 mod server;
 
 use std::path::PathBuf;
@@ -53,12 +55,125 @@ enum Command {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Cluster role: store the traces the hash ring assigns to this node (WAL, Parquet under
+    /// <storage>/nodes/<node id>/) and serve its unflushed rows to query nodes.
+    Collector {
+        #[command(flatten)]
+        cluster: ClusterFlags,
+        /// Internal OTLP/gRPC listen address (ingest nodes forward here).
+        #[arg(long)]
+        cluster_grpc: Option<String>,
+        /// Internal HTTP listen address (health, node info, snapshots).
+        #[arg(long)]
+        cluster_http: Option<String>,
+    },
+    /// Cluster role: receive OTLP and forward every trace to its owning collectors.
+    Ingest {
+        #[command(flatten)]
+        cluster: ClusterFlags,
+        /// OTLP/gRPC listen address.
+        #[arg(long)]
+        otlp_grpc: Option<String>,
+        /// OTLP/HTTP listen address (also health and /api/v1/cluster).
+        #[arg(long)]
+        otlp_http: Option<String>,
+        /// Directory of the hinted hand-off spool.
+        #[arg(long)]
+        spool_dir: Option<PathBuf>,
+    },
+    /// Cluster role: SQL, trace/search/graph APIs and the web viewer over the shared storage
+    /// plus every collector's unflushed rows.
+    Query {
+        #[command(flatten)]
+        cluster: ClusterFlags,
+        /// Query API and web viewer listen address.
+        #[arg(long)]
+        query_http: Option<String>,
+        /// Postgres wire protocol listen address.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
+    /// Show the ring as a node sees it: members, state, token ranges, queues, spool.
+    Ring {
+        /// Any node's HTTP base URL (ingest: its OTLP/HTTP port; collector: its cluster-http
+        /// port; query: its query port).
+        #[arg(long, default_value = "http://127.0.0.1:4318")]
+        url: String,
+        /// Also list every token range.
+        #[arg(long)]
+        ranges: bool,
+        /// Print the JSON as received.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration as TOML.
     Config {
         /// Print the built-in defaults instead (the content of config.example.toml).
         #[arg(long)]
         defaults: bool,
     },
+}
+
+/// Flags every cluster role shares (anything else: the config file or `--set`).
+#[derive(Debug, clap::Args)]
+struct ClusterFlags {
+    /// This node's id (collectors: names its data directory; keep it across restarts).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Shared storage root.
+    #[arg(long)]
+    storage: Option<PathBuf>,
+    /// Static membership: collectors' internal HTTP addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    collectors: Vec<String>,
+    /// Gossip membership: UDP listen address for this node.
+    #[arg(long)]
+    gossip_listen: Option<String>,
+    /// Gossip membership: seed nodes' UDP addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    gossip_seeds: Vec<String>,
+}
+
+impl ClusterFlags {
+    fn overrides(&self) -> Vec<(&'static str, Option<String>)> {
+        let list = |items: &[String]| {
+            (!items.is_empty()).then(|| {
+                let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+                format!("[{}]", quoted.join(","))
+            })
+        };
+        let mut out = vec![
+            (
+                "cluster.node_id",
+                self.node_id.as_ref().map(|v| format!("{v:?}")),
+            ),
+            (
+                "cluster.storage",
+                self.storage
+                    .as_ref()
+                    .map(|p| format!("{:?}", p.display().to_string())),
+            ),
+            (
+                "cluster.membership.static_collectors",
+                list(&self.collectors),
+            ),
+            (
+                "cluster.membership.gossip_listen",
+                self.gossip_listen.as_ref().map(|v| format!("{v:?}")),
+            ),
+            ("cluster.membership.gossip_seeds", list(&self.gossip_seeds)),
+        ];
+        if self.gossip_listen.is_some() || !self.gossip_seeds.is_empty() {
+            out.push(("cluster.membership.mode", Some("\"gossip\"".to_owned())));
+        } else if !self.collectors.is_empty() {
+            out.push(("cluster.membership.mode", Some("\"static\"".to_owned())));
+        }
+        out
+    }
+}
+
+fn quoted(value: &Option<String>) -> Option<String> {
+    value.as_ref().map(|v| format!("{v:?}"))
 }
 
 fn parse_override(text: &str) -> Result<(String, String), String> {
@@ -70,7 +185,53 @@ fn parse_override(text: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Flags come after --set so a flag wins over a generic override of the same key.
     let mut overrides = cli.overrides.clone();
+    let role_flags: Vec<(&str, Option<String>)> = match &cli.command {
+        Command::Collector {
+            cluster,
+            cluster_grpc,
+            cluster_http,
+        } => {
+            let mut flags = cluster.overrides();
+            flags.push(("listen.cluster_grpc", quoted(cluster_grpc)));
+            flags.push(("listen.cluster_http", quoted(cluster_http)));
+            flags
+        }
+        Command::Ingest {
+            cluster,
+            otlp_grpc,
+            otlp_http,
+            spool_dir,
+        } => {
+            let mut flags = cluster.overrides();
+            flags.push(("listen.otlp_grpc", quoted(otlp_grpc)));
+            flags.push(("listen.otlp_http", quoted(otlp_http)));
+            flags.push((
+                "ingest.spool_dir",
+                spool_dir
+                    .as_ref()
+                    .map(|p| format!("{:?}", p.display().to_string())),
+            ));
+            flags
+        }
+        Command::Query {
+            cluster,
+            query_http,
+            postgres,
+        } => {
+            let mut flags = cluster.overrides();
+            flags.push(("listen.query_http", quoted(query_http)));
+            flags.push(("listen.postgres", quoted(postgres)));
+            flags
+        }
+        _ => Vec::new(),
+    };
+    for (key, value) in role_flags {
+        if let Some(value) = value {
+            overrides.push((key.to_owned(), value));
+        }
+    }
     if let Command::Up {
         data_dir,
         otlp_grpc,
@@ -107,16 +268,28 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&shown)?);
             Ok(())
         }
-        Command::Up { .. } => {
-            init_logging();
-            tokio::runtime::Builder::new_multi_thread()
+        Command::Up { .. } => run(server::up(config)),
+        Command::Collector { .. } => run(roles::collector(config)),
+        Command::Ingest { .. } => run(roles::ingest(config)),
+        Command::Query { .. } => run(roles::query(config)),
+        Command::Ring { url, ranges, json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .thread_name("weft")
                 .build()
-                .context("starting the tokio runtime")?
-                .block_on(server::up(config))
+                .context("starting the tokio runtime")?;
+            runtime.block_on(operator::print_ring(&url, ranges, json))
         }
     }
+}
+
+fn run(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    init_logging();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weft")
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(role)
 }
 
 fn init_logging() {

@@ -25,11 +25,11 @@ use crate::config::WeftConfig;
 
 /// Liveness and readiness, shared by every listener.
 #[derive(Debug, Default)]
-struct Health {
-    shutting_down: AtomicBool,
+pub(crate) struct Health {
+    pub(crate) shutting_down: AtomicBool,
 }
 
-fn health_routes(health: Arc<Health>) -> Router {
+pub(crate) fn health_routes(health: Arc<Health>) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route(
@@ -127,13 +127,13 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {what} on {addr}"))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -16,7 +16,9 @@
 //! A node leaves the ring only when membership drops it (removed from the static list or
 //! DNS, or declared dead and forgotten by gossip).
 
+pub mod info;
 pub mod membership;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,7 +82,11 @@ impl ClusterView {
     pub fn new(mut members: Vec<Member>, vnodes: u32, replication: usize, version: u64) -> Self {
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         members.dedup_by(|a, b| a.node_id == b.node_id);
-        let ring = HashRing::new(members.iter().map(|m| m.node_id.clone()), vnodes, replication);
+        let ring = HashRing::new(
+            members.iter().map(|m| m.node_id.clone()),
+            vnodes,
+            replication,
+        );
         Self {
             members,
             ring: Arc::new(ring),
@@ -140,6 +146,9 @@ pub struct ClusterConfig {
     pub replication: usize,
     /// Virtual nodes per collector on the ring.
     pub vnodes: u32,
+    /// Query nodes: deadline of each call asking a collector for its unflushed rows; a
+    /// node that misses it makes the result partial (with a warning), never late.
+    pub fanout_timeout_ms: u64,
     pub membership: MembershipConfig,
 }
 
@@ -150,6 +159,7 @@ impl Default for ClusterConfig {
             storage: PathBuf::from("weft-cluster"),
             replication: 2,
             vnodes: DEFAULT_VNODES,
+            fanout_timeout_ms: 2000,
             membership: MembershipConfig::default(),
         }
     }

@@ -4,6 +4,9 @@
 //! arrives as raw bytes: the WAL stores those bytes unchanged (no re-encoding) and the
 //! decoder sees exactly what the client sent. tonic does framing, gzip, and the size cap
 //! (measured after decompression); the cap is reported as RESOURCE_EXHAUSTED.
+//!
+//! The services are generic over [`OtlpSink`]: a collector node stores what it receives,
+//! an ingest node forwards it to the owning collectors; the protocol handling is the same.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,22 +28,23 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
+use super::OtlpSink;
 use crate::{Collector, Error, ExportOutcome, Format};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
 /// The three OTLP services, ready for `tonic::transport::Server::add_service`.
-pub fn services(
-    collector: Arc<Collector>,
+pub fn services<K: OtlpSink>(
+    sink: Arc<K>,
 ) -> (
-    OtlpService<TraceSignal>,
-    OtlpService<MetricsSignal>,
-    OtlpService<LogsSignal>,
+    OtlpService<TraceSignal, K>,
+    OtlpService<MetricsSignal, K>,
+    OtlpService<LogsSignal, K>,
 ) {
     (
-        OtlpService::new(collector.clone()),
-        OtlpService::new(collector.clone()),
-        OtlpService::new(collector),
+        OtlpService::new(sink.clone()),
+        OtlpService::new(sink.clone()),
+        OtlpService::new(sink),
     )
 }
 
@@ -48,8 +52,8 @@ pub fn services(
 pub trait Signal: Send + Sync + 'static {
     const SERVICE: &'static str;
     type Response: prost::Message + Default + Send + 'static;
-    fn export(
-        collector: Arc<Collector>,
+    fn export<K: OtlpSink>(
+        sink: Arc<K>,
         body: Bytes,
     ) -> impl Future<Output = Result<Self::Response, tonic::Status>> + Send;
 }
@@ -64,11 +68,11 @@ pub struct LogsSignal;
 impl Signal for TraceSignal {
     const SERVICE: &'static str = TRACE_SERVICE;
     type Response = ExportTraceServiceResponse;
-    async fn export(
-        collector: Arc<Collector>,
+    async fn export<K: OtlpSink>(
+        sink: Arc<K>,
         body: Bytes,
     ) -> Result<Self::Response, tonic::Status> {
-        let outcome = collector
+        let outcome = sink
             .export_traces(body, Format::Protobuf)
             .await
             .map_err(|e| e.to_grpc_status())?;
@@ -86,11 +90,11 @@ impl Signal for TraceSignal {
 impl Signal for MetricsSignal {
     const SERVICE: &'static str = METRICS_SERVICE;
     type Response = ExportMetricsServiceResponse;
-    async fn export(
-        collector: Arc<Collector>,
+    async fn export<K: OtlpSink>(
+        sink: Arc<K>,
         body: Bytes,
     ) -> Result<Self::Response, tonic::Status> {
-        let outcome = collector
+        let outcome = sink
             .export_metrics(body, Format::Protobuf)
             .await
             .map_err(|e| e.to_grpc_status())?;
@@ -108,7 +112,7 @@ impl Signal for MetricsSignal {
 impl Signal for LogsSignal {
     const SERVICE: &'static str = LOGS_SERVICE;
     type Response = ExportTraceServiceResponse;
-    async fn export(_: Arc<Collector>, _: Bytes) -> Result<Self::Response, tonic::Status> {
+    async fn export<K: OtlpSink>(_: Arc<K>, _: Bytes) -> Result<Self::Response, tonic::Status> {
         Err(logs_not_supported().to_grpc_status())
     }
 }
@@ -130,43 +134,44 @@ fn partial(outcome: &ExportOutcome) -> Option<(i64, String)> {
     })
 }
 
-/// A tonic service for one OTLP signal.
-pub struct OtlpService<S> {
-    collector: Arc<Collector>,
+/// A tonic service for one OTLP signal, delivering to a `K` (a [`Collector`] unless said).
+pub struct OtlpService<S, K = Collector> {
+    sink: Arc<K>,
     signal: PhantomData<fn() -> S>,
 }
 
-impl<S> std::fmt::Debug for OtlpService<S> {
+impl<S, K> std::fmt::Debug for OtlpService<S, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("OtlpService")
     }
 }
 
-impl<S> Clone for OtlpService<S> {
+impl<S, K> Clone for OtlpService<S, K> {
     fn clone(&self) -> Self {
         Self {
-            collector: self.collector.clone(),
+            sink: self.sink.clone(),
             signal: PhantomData,
         }
     }
 }
 
-impl<S> OtlpService<S> {
-    fn new(collector: Arc<Collector>) -> Self {
+impl<S, K> OtlpService<S, K> {
+    fn new(sink: Arc<K>) -> Self {
         Self {
-            collector,
+            sink,
             signal: PhantomData,
         }
     }
 }
 
-impl<S: Signal> NamedService for OtlpService<S> {
+impl<S: Signal, K> NamedService for OtlpService<S, K> {
     const NAME: &'static str = S::SERVICE;
 }
 
-impl<S, B> tower::Service<http::Request<B>> for OtlpService<S>
+impl<S, K, B> tower::Service<http::Request<B>> for OtlpService<S, K>
 where
     S: Signal,
+    K: OtlpSink,
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
@@ -179,19 +184,19 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let collector = self.collector.clone();
+        let sink = self.sink.clone();
         let is_export = req.uri().path() == format!("/{}/Export", S::SERVICE);
         Box::pin(async move {
             if !is_export {
                 return Ok(tonic::Status::unimplemented("unknown method").into_http());
             }
-            let limit = collector.config().receiver.max_request_bytes;
+            let limit = sink.receiver_config().max_request_bytes;
             let mut grpc = Grpc::new(RawRequestCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX);
-            let mut response = grpc.unary(ExportCall::<S>::new(collector), req).await;
+            let mut response = grpc.unary(ExportCall::<S, K>::new(sink), req).await;
             too_large_is_resource_exhausted(&mut response);
             Ok(response)
         })
@@ -211,31 +216,31 @@ fn too_large_is_resource_exhausted(response: &mut http::Response<tonic::body::Bo
     }
 }
 
-struct ExportCall<S> {
-    collector: Arc<Collector>,
+struct ExportCall<S, K> {
+    sink: Arc<K>,
     signal: PhantomData<fn() -> S>,
 }
 
-impl<S> ExportCall<S> {
-    fn new(collector: Arc<Collector>) -> Self {
+impl<S, K> ExportCall<S, K> {
+    fn new(sink: Arc<K>) -> Self {
         Self {
-            collector,
+            sink,
             signal: PhantomData,
         }
     }
 }
 
-impl<S: Signal> UnaryService<Bytes> for ExportCall<S> {
+impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
     type Response = S::Response;
     type Future = BoxFuture<tonic::Response<S::Response>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let collector = self.collector.clone();
+        let sink = self.sink.clone();
         Box::pin(async move {
             let body = request.into_inner();
             // Hold the body's bytes against the in-flight budget while it is processed.
             let permits = u32::try_from(body.len().max(1)).unwrap_or(u32::MAX);
-            let _permit = collector
+            let _permit = sink
                 .inflight()
                 .clone()
                 .try_acquire_many_owned(permits)
@@ -243,13 +248,13 @@ impl<S: Signal> UnaryService<Bytes> for ExportCall<S> {
                     Error::Overloaded {
                         reason: "too many requests in flight",
                         retry_after: std::time::Duration::from_secs(
-                            collector.config().receiver.retry_after_secs,
+                            sink.receiver_config().retry_after_secs,
                         ),
                         too_many_requests: true,
                     }
                     .to_grpc_status()
                 })?;
-            S::export(collector.clone(), body)
+            S::export(sink.clone(), body)
                 .await
                 .map(tonic::Response::new)
         })

@@ -5,10 +5,11 @@
 //!  request ─> Content-Type (protobuf | json, else 415) ─> Content-Encoding (gzip | identity, else 415)
 //!          ─> stream the body (chunked or not) against the in-flight budget (429) and the cap (413)
 //!          ─> gunzip with the cap applied to the *decompressed* size (413)
-//!          ─> Collector::export_* ─> 200 + Export*ServiceResponse (partial success) in the
+//!          ─> OtlpSink::export_* ─> 200 + Export*ServiceResponse (partial success) in the
 //!             request's encoding, or an error status with a google.rpc.Status body
 //! ```
 //! Other methods get 405 (axum's method router). Retryable errors carry `Retry-After`.
+//! The router is generic over [`OtlpSink`], so collector and ingest nodes answer alike.
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -31,27 +32,28 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message as _;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{Collector, Error, ExportOutcome, Format};
+use super::OtlpSink;
+use crate::{Error, ExportOutcome, Format};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-/// The OTLP/HTTP routes.
-pub fn router(collector: Arc<Collector>) -> Router {
+/// The OTLP/HTTP routes, delivering to `sink` (a [`crate::Collector`] or an ingest node).
+pub fn router<K: OtlpSink>(sink: Arc<K>) -> Router {
     Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/metrics", post(metrics))
+        .route("/v1/traces", post(traces::<K>))
+        .route("/v1/metrics", post(metrics::<K>))
         .route("/v1/logs", post(logs))
-        .route("/api/v1/write", post(prometheus_write))
-        .with_state(collector)
+        .route("/api/v1/write", post(prometheus_write::<K>))
+        .with_state(sink)
 }
 
-async fn traces(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
-    export(&c, &headers, body, Signal::Traces).await
+async fn traces<K: OtlpSink>(State(c): State<Arc<K>>, headers: HeaderMap, body: Body) -> Response {
+    export(&*c, &headers, body, Signal::Traces).await
 }
 
-async fn metrics(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Body) -> Response {
-    export(&c, &headers, body, Signal::Metrics).await
+async fn metrics<K: OtlpSink>(State(c): State<Arc<K>>, headers: HeaderMap, body: Body) -> Response {
+    export(&*c, &headers, body, Signal::Metrics).await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +62,7 @@ enum Signal {
     Metrics,
 }
 
-async fn export(c: &Collector, headers: &HeaderMap, body: Body, signal: Signal) -> Response {
+async fn export<K: OtlpSink>(c: &K, headers: &HeaderMap, body: Body, signal: Signal) -> Response {
     let format = match request_format(headers) {
         Ok(f) => f,
         Err(e) => return error_response(&e, Format::Json),
@@ -114,8 +116,8 @@ async fn logs(headers: HeaderMap) -> Response {
 }
 
 /// Prometheus remote-write 1.0: snappy-compressed protobuf `WriteRequest`; 204 on success.
-async fn prometheus_write(
-    State(c): State<Arc<Collector>>,
+async fn prometheus_write<K: OtlpSink>(
+    State(c): State<Arc<K>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -123,8 +125,8 @@ async fn prometheus_write(
     if !encoding.eq_ignore_ascii_case("snappy") {
         return plain_error(&Error::UnsupportedEncoding(encoding.to_owned()));
     }
-    let limit = c.config().receiver.max_request_bytes;
-    let (body, _permit) = match read_raw(&c, &headers, body, limit).await {
+    let limit = c.receiver_config().max_request_bytes;
+    let (body, _permit) = match read_raw(&*c, &headers, body, limit).await {
         Ok(b) => b,
         Err(e) => return plain_error(&e),
     };
@@ -167,18 +169,18 @@ fn request_format(headers: &HeaderMap) -> Result<Format, Error> {
     }
 }
 
-fn overloaded(c: &Collector) -> Error {
+fn overloaded<K: OtlpSink>(c: &K) -> Error {
     Error::Overloaded {
         reason: "too many request bytes in flight",
-        retry_after: Duration::from_secs(c.config().receiver.retry_after_secs),
+        retry_after: Duration::from_secs(c.receiver_config().retry_after_secs),
         too_many_requests: true,
     }
 }
 
 /// Reads the body as sent (possibly chunked), holding its bytes against the in-flight
 /// budget; refuses it once it passes `limit`.
-async fn read_raw(
-    c: &Collector,
+async fn read_raw<K: OtlpSink>(
+    c: &K,
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,
@@ -214,12 +216,12 @@ async fn read_raw(
 }
 
 /// Reads and decompresses an OTLP body; the cap applies after decompression.
-async fn read_body(
-    c: &Collector,
+async fn read_body<K: OtlpSink>(
+    c: &K,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, OwnedSemaphorePermit), Error> {
-    let limit = c.config().receiver.max_request_bytes;
+    let limit = c.receiver_config().max_request_bytes;
     let encoding = header_str(headers, header::CONTENT_ENCODING)
         .unwrap_or("identity")
         .to_ascii_lowercase();

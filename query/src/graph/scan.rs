@@ -14,6 +14,11 @@
 //! relies on each partition reading whole files in storage order (sorted by trace). The
 //! time filter is pushed into the Parquet reader (row-group statistics, page index, row
 //! filter); live rows are filtered here, which is also why `start_time` is always read.
+//!
+//! In a cluster (`crate::cluster`) a partition is a series of merges instead: each one hour
+//! (or trace-id range of an hour) of every node's files and live rows, sorted by trace and
+//! without copies, so a trace's spans of one hour form one run there and every span is seen
+//! once across partitions, which is all the graph and latency workers rely on.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -3,6 +3,8 @@
 //! Every reply, error or not, is Jaeger's envelope
 //! `{"data": …, "total": n, "limit": 0, "offset": 0, "errors": null | [{"code", "msg"}]}`
 //! with the HTTP status of the error (400 for bad parameters, 404 for an unknown trace).
+//! When the data may be incomplete (a collector of the cluster did not answer), each warning
+//! is one more `errors` entry `{"msg": …}` next to the data.
 //!
 //! Parameters as Jaeger reads them: `start`/`end` in unix microseconds (default: the last
 //! 48 hours, or `lookback` as a Go duration), `minDuration`/`maxDuration` as Go durations
@@ -93,7 +95,7 @@ impl IntoResponse for V1Error {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "jaeger api request failed");
         }
-        let body = Envelope {
+        let mut body = Envelope {
             errors: Some(vec![EnvelopeError {
                 code: Some(status.as_u16()),
                 msg: self.0.to_string(),
@@ -101,11 +103,33 @@ impl IntoResponse for V1Error {
             }]),
             ..Envelope::data(Value::Null)
         };
+        add_warnings(&mut body.errors);
         (status, Json(body)).into_response()
     }
 }
 
 type Reply<T> = std::result::Result<Json<Envelope<T>>, V1Error>;
+
+/// `envelope` with the request's warnings (a collector of the cluster did not answer, so
+/// the data may be incomplete) added to `errors`, where Jaeger clients show problems.
+fn reply<T>(mut envelope: Envelope<T>) -> Json<Envelope<T>> {
+    add_warnings(&mut envelope.errors);
+    Json(envelope)
+}
+
+fn add_warnings(errors: &mut Option<Vec<EnvelopeError>>) {
+    let warnings = crate::warnings::current();
+    if warnings.is_empty() {
+        return;
+    }
+    errors
+        .get_or_insert_with(Vec::new)
+        .extend(warnings.into_iter().map(|msg| EnvelopeError {
+            code: None,
+            msg,
+            trace_id: None,
+        }));
+}
 
 fn params(
     query: std::result::Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -117,7 +141,7 @@ fn params(
 
 /// `GET /api/services`.
 pub(super) async fn services(State(service): State<Arc<QueryService>>) -> Reply<Vec<String>> {
-    Ok(Json(Envelope::counted(service_names(&service).await?)))
+    Ok(reply(Envelope::counted(service_names(&service).await?)))
 }
 
 /// `GET /api/services/{service}/operations`: distinct operation names (the UI's older call).
@@ -131,7 +155,7 @@ pub(super) async fn service_operations(
         .map(|(name, _)| name)
         .collect();
     names.dedup();
-    Ok(Json(Envelope::counted(names)))
+    Ok(reply(Envelope::counted(names)))
 }
 
 #[derive(Debug, Serialize)]
@@ -167,7 +191,7 @@ pub(super) async fn operations(
             span_kind: kind_text(kind),
         })
         .collect();
-    Ok(Json(Envelope::counted(operations)))
+    Ok(reply(Envelope::counted(operations)))
 }
 
 pub(super) fn parse_kind(text: &str) -> Result<SpanKind> {
@@ -189,14 +213,14 @@ pub(super) async fn find_traces(
         return traces_by_id(&service, &ids).await;
     }
     let Some(request) = search_request(&params, now_ns())? else {
-        return Ok(Json(Envelope::data(Vec::new())));
+        return Ok(reply(Envelope::data(Vec::new())));
     };
     let traces = super::find_traces(&service, &request).await?;
     let data = traces
         .iter()
         .map(|(_, spans)| jaeger_trace(spans))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(Envelope::data(data)))
+    Ok(reply(Envelope::data(data)))
 }
 
 async fn traces_by_id(service: &QueryService, texts: &[&str]) -> Reply<Vec<model::Trace>> {
@@ -222,7 +246,7 @@ async fn traces_by_id(service: &QueryService, texts: &[&str]) -> Reply<Vec<model
         .iter()
         .map(|(_, spans)| jaeger_trace(spans))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(Envelope {
+    Ok(reply(Envelope {
         errors: (!errors.is_empty()).then_some(errors),
         ..Envelope::data(data)
     }))
@@ -331,7 +355,7 @@ pub(super) async fn trace(
         return Err(Error::NotFound("trace not found".into()).into());
     };
     let resource_spans = weft_schemas::spans::to_otlp(&batches).map_err(Error::from)?;
-    Ok(Json(Envelope::data(vec![model::trace(&resource_spans)])))
+    Ok(reply(Envelope::data(vec![model::trace(&resource_spans)])))
 }
 
 /// `GET /api/dependencies?endTs=<ms>&lookback=<ms>[&service=]`.
@@ -369,7 +393,7 @@ pub(super) async fn dependencies(
             call_count,
         })
         .collect();
-    Ok(Json(Envelope::data(data)))
+    Ok(reply(Envelope::data(data)))
 }
 
 #[cfg(test)]

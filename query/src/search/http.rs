@@ -27,6 +27,9 @@
 //!              "error_count": 0, "services": [{"service": "web", "span_count": 4}, …]}],
 //!  "next_cursor": "01…" | null}
 //! ```
+//!
+//! When the answer is partial (in a cluster, a collector did not answer) the body also has
+//! `"warnings": ["collector c2 did not answer (…): …"]`, as does the `x-weft-warnings` header.
 
 use std::sync::Arc;
 
@@ -81,7 +84,12 @@ async fn handle(
         .map_err(|e| Error::BadRequest(format!("malformed query string: {}", e.body_text())))?;
     let request = request_from(&Params(pairs))?;
     let page = search(&service, &request).await?;
-    Ok(Json(page_json(&page)))
+    let mut body = page_json(&page);
+    let warnings = crate::warnings::current();
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    Ok(Json(body))
 }
 
 fn request_from(params: &Params) -> Result<SearchRequest> {

@@ -12,11 +12,14 @@
 //! | `graph` | dependency graph and latency reports over HTTP, from live rows and from Parquet; bad parameters are 400 |
 //! | `pg` | the real `psql`: exact rows from tables and views, writes/COPY/file reads refused with 42501 on a connection that stays usable, cancel, limits; metrics endpoints |
 //! | `ui` | the web viewer in headless Chromium (Playwright tests in `ui/web/e2e`) against the demo dataset: pages load cleanly, search finds known traces, the waterfall, critical path, span panel, service map, latency report and SQL console show what was sent |
+//! | `cluster` | a multi-process cluster (2 ingest, 3 collectors, 1 query) under load from the load generator and the SDK: every acknowledged span exactly once, through SIGKILL and SIGSTOP of a collector, a collector added and one removed, and a cut connection handed off through the spool |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
 
 mod bad_input;
+mod cluster;
+mod cluster_harness;
 mod common;
 mod crash;
 mod fixtures;

@@ -1,0 +1,266 @@
+//! The cluster roles: `weft collector`, `weft ingest`, `weft query`.
+//!
+//! ```text
+//!  apps ─OTLP─> weft ingest (any number, behind a TCP load balancer)
+//!                 │ split by trace ID, hash ring, R copies, retries, breaker, spool
+//!                 ▼ internal OTLP/gRPC (listen.cluster_grpc)
+//!               weft collector (one per node id) ── WAL ── Parquet under <storage>/nodes/<id>/
+//!                 ▲ /internal/v1/snapshot (listen.cluster_http): unflushed rows
+//!               weft query ── reads <storage>/nodes/*/ + asks every collector ── SQL, API, viewer
+//!
+//!  every role: membership (static list, DNS or gossip) ─> ClusterView ─> /api/v1/cluster
+//! ```
+//!
+//! Each role prints `weft: <listener> listening on <addr>` lines and then `weft: ready`,
+//! like `weft up`, so scripts and tests find the ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::sync::watch;
+use weft_collector::Collector;
+use weft_collector::cluster::info::NodeInfoHandle;
+use weft_collector::cluster::membership::{Membership, Role};
+use weft_collector::cluster::{NodeInfo, node_data_dir};
+use weft_collector::ingest::Ingest;
+use weft_query::QueryService;
+use weft_query::cluster::ClusterSource;
+
+use crate::config::WeftConfig;
+use crate::operator;
+use crate::server::{Health, bind, health_routes, shutdown_signal};
+
+/// `weft collector`: stores the traces the ring gives it; serves its unflushed rows.
+pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
+    let grpc_listener = bind(config.listen.cluster_grpc, "cluster-grpc").await?;
+    let http_listener = bind(config.listen.cluster_http, "cluster-http").await?;
+    let grpc_addr = advertised(
+        &config.listen.advertise_cluster_grpc,
+        grpc_listener.local_addr()?,
+    );
+    let http_addr = advertised(
+        &config.listen.advertise_cluster_http,
+        http_listener.local_addr()?,
+    );
+    let node_id = node_id(&config, http_listener.local_addr()?);
+
+    let data_dir = node_data_dir(&config.cluster.storage, &node_id);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating node directory {}", data_dir.display()))?;
+    let mut collector_config = config.collector.clone();
+    collector_config.data_dir = std::fs::canonicalize(&data_dir)?;
+    // WAL replay happens here, before the node says it is ready.
+    let collector = Collector::open(collector_config).context("opening the collector")?;
+
+    let info = NodeInfoHandle::new(NodeInfo {
+        node_id: node_id.clone(),
+        grpc_addr: grpc_addr.clone(),
+        http_addr: http_addr.clone(),
+        ready: false,
+    });
+    let membership = Membership::start(&config.cluster, Role::Collector, Some(info.clone()))
+        .await
+        .context("joining the cluster")?;
+    let health = Arc::new(Health::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(collector.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let http = weft_collector::receiver::http::router(collector.clone())
+        .merge(weft_collector::cluster::info::router(info.clone()))
+        .merge(weft_collector::cluster::snapshot::router(collector.clone()))
+        .merge(operator::router(operator::Source::new(
+            "collector",
+            &node_id,
+            &membership,
+            None,
+        )))
+        .merge(health_routes(health.clone()));
+
+    println!("weft: node id {node_id}");
+    println!("weft: cluster-grpc listening on {grpc_addr}");
+    println!("weft: cluster-http listening on http://{http_addr}");
+    println!(
+        "weft: data directory {}",
+        collector.store().data_dir().display()
+    );
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(serve(http_listener, http, stop_rx.clone()));
+    info.set_ready(true);
+    println!("weft: ready");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: leaving the cluster, draining, flushing");
+    // Not ready first, so ingest nodes route around this node before it stops answering.
+    info.set_ready(false);
+    health.shutting_down.store(true, Ordering::Relaxed);
+    membership.shutdown().await;
+    let _ = stop_tx.send(true);
+    let (grpc_result, http_result) = tokio::join!(grpc_task, http_task);
+    grpc_result?.context("cluster-grpc server")?;
+    http_result?.context("cluster-http server")?;
+    collector.shutdown().await.context("final flush")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `weft ingest`: OTLP from apps, forwarded to the owners of each trace.
+pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
+    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
+    let http_listener = bind(config.listen.otlp_http, "otlp-http").await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let node_id = node_id(&config, http_addr);
+
+    let membership = Membership::start(&config.cluster, Role::Ingest, None)
+        .await
+        .context("joining the cluster")?;
+    let ingest = Ingest::start(
+        config.ingest.clone(),
+        config.collector.receiver.clone(),
+        membership.view(),
+    )
+    .context("starting the forwarder")?;
+    let health = Arc::new(Health::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(ingest.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
+    let http = weft_collector::receiver::http::router(ingest.clone())
+        .merge(operator::router(operator::Source::new(
+            "ingest",
+            &node_id,
+            &membership,
+            Some(ingest.clone()),
+        )))
+        .merge(health_routes(health.clone()));
+
+    println!("weft: node id {node_id}");
+    println!("weft: otlp-grpc listening on {grpc_addr}");
+    println!("weft: otlp-http listening on http://{http_addr}");
+    println!("weft: ready");
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(serve(http_listener, http, stop_rx.clone()));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests, delivering or spooling what is queued");
+    health.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let (grpc_result, http_result) = tokio::join!(grpc_task, http_task);
+    grpc_result?.context("otlp-grpc server")?;
+    http_result?.context("otlp-http server")?;
+    ingest.shutdown().await;
+    membership.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `weft query`: SQL, APIs and the viewer over the shared storage plus live collector rows.
+pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
+    let query_listener = bind(config.listen.query_http, "query-http").await?;
+    let postgres_listener = bind(config.listen.postgres, "postgres").await?;
+    let query_addr = query_listener.local_addr()?;
+    let postgres_addr = postgres_listener.local_addr()?;
+    let node_id = node_id(&config, query_addr);
+
+    let membership = Membership::start(&config.cluster, Role::Query, None)
+        .await
+        .context("joining the cluster")?;
+    let source = ClusterSource::new(
+        config.cluster.storage.clone(),
+        membership.view(),
+        std::time::Duration::from_millis(config.cluster.fanout_timeout_ms),
+    );
+    let query = Arc::new(QueryService::new_cluster(source, config.query.clone())?);
+    let health = Arc::new(Health::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let postgres =
+        weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
+    let http = weft_query::http::router(query)
+        .merge(operator::router(operator::Source::new(
+            "query",
+            &node_id,
+            &membership,
+            None,
+        )))
+        .merge(weft_ui::router())
+        .merge(health_routes(health.clone()));
+
+    println!("weft: node id {node_id}");
+    println!("weft: query-http listening on http://{query_addr}");
+    println!("weft: postgres listening on {postgres_addr}");
+    println!("weft: web viewer at http://{query_addr}/");
+    println!("weft: ready");
+    let http_task = tokio::spawn(serve(query_listener, http, stop_rx.clone()));
+    let postgres_task = tokio::spawn(postgres);
+
+    shutdown_signal().await;
+    health.shutting_down.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let (http_result, postgres_result) = tokio::join!(http_task, postgres_task);
+    http_result?.context("query server")?;
+    postgres_result?.context("postgres server")?;
+    membership.shutdown().await;
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stopped(stop))
+        .await
+}
+
+/// The configured node id, or `<hostname>-<port>` of the node's main listener.
+fn node_id(config: &WeftConfig, listener: SocketAddr) -> String {
+    if !config.cluster.node_id.is_empty() {
+        return config.cluster.node_id.clone();
+    }
+    format!("{}-{}", hostname(), listener.port())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".to_owned())
+}
+
+/// The address other nodes should use: the configured one, else the bound address (with
+/// the host name instead of an unspecified IP such as 0.0.0.0).
+fn advertised(configured: &str, bound: SocketAddr) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    if bound.ip().is_unspecified() {
+        format!("{}:{}", hostname(), bound.port())
+    } else {
+        bound.to_string()
+    }
+}
