@@ -94,17 +94,25 @@ struct MemberReport {
     ranges: Vec<(String, String)>,
 }
 
+/// One node's part of the ring: fraction of the hash space, number of ranges, the ranges.
+#[derive(Default)]
+struct Share {
+    fraction: f64,
+    count: usize,
+    ranges: Vec<(String, String)>,
+}
+
 async fn cluster(State(source): State<Source>, Query(params): Query<Params>) -> Json<Value> {
     let view = source.view.borrow().clone();
-    let mut shares: BTreeMap<&str, (f64, usize, Vec<(String, String)>)> = BTreeMap::new();
+    let mut shares: BTreeMap<&str, Share> = BTreeMap::new();
     for (start, end, node) in view.ring.primary_ranges() {
         let entry = shares.entry(node).or_default();
         // Wrapping subtraction measures the arc that crosses zero correctly.
-        entry.0 += end.wrapping_sub(start) as f64 / 2f64.powi(64);
-        entry.1 += 1;
+        entry.fraction += end.wrapping_sub(start) as f64 / 2f64.powi(64);
+        entry.count += 1;
         if params.ranges {
             entry
-                .2
+                .ranges
                 .push((format!("{start:016x}"), format!("{end:016x}")));
         }
     }
@@ -113,7 +121,11 @@ async fn cluster(State(source): State<Source>, Query(params): Query<Params>) -> 
         .members
         .iter()
         .map(|m| {
-            let (share, count, ranges) = shares.remove(m.node_id.as_str()).unwrap_or_default();
+            let Share {
+                fraction: share,
+                count,
+                ranges,
+            } = shares.remove(m.node_id.as_str()).unwrap_or_default();
             MemberReport {
                 node_id: m.node_id.clone(),
                 state: m.state,

@@ -37,6 +37,7 @@ use crate::server::{Health, bind, health_routes, shutdown_signal};
 pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let grpc_listener = bind(config.listen.cluster_grpc, "cluster-grpc").await?;
     let http_listener = bind(config.listen.cluster_http, "cluster-http").await?;
+    let (grpc_bound, http_bound) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
     let grpc_addr = advertised(
         &config.listen.advertise_cluster_grpc,
         grpc_listener.local_addr()?,
@@ -88,8 +89,11 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
         .merge(health_routes(health.clone()));
 
     println!("weft: node id {node_id}");
-    println!("weft: cluster-grpc listening on {grpc_addr}");
-    println!("weft: cluster-http listening on http://{http_addr}");
+    println!("weft: cluster-grpc listening on {grpc_bound}");
+    println!("weft: cluster-http listening on http://{http_bound}");
+    if grpc_addr != grpc_bound.to_string() || http_addr != http_bound.to_string() {
+        println!("weft: advertised as grpc {grpc_addr}, http {http_addr}");
+    }
     println!(
         "weft: data directory {}",
         collector.store().data_dir().display()

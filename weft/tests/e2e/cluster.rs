@@ -249,6 +249,23 @@ async fn cluster_stores_every_acknowledged_span_exactly_once() {
     // Flushed or live, the answer is the same and still exactly once.
     let again = cluster.stored_spans().await;
     assert!(acked.spans().is_subset(&again));
+    // `weft ring` prints the operator view of an ingest node as a table.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["ring", "--url", &cluster.ingests[0].url("otlp-http")])
+        .env_remove("WEFT_CONFIG")
+        .output()
+        .expect("run weft ring");
+    assert!(output.status.success(), "weft ring: {output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    eprintln!("cluster: weft ring:\n{table}");
+    for node in ["c1", "c2", "c3"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(" up ") && l.contains("closed")),
+            "{node} listed up with a closed circuit:\n{table}"
+        );
+    }
     // The operator view of every node shows the same ring.
     let views = cluster.views().await;
     for view in &views {
@@ -547,7 +564,8 @@ async fn a_cut_connection_is_handed_off_through_the_spool() {
         assert!(start.elapsed() < DEADLINE, "hints are spooled for c3");
         tokio::time::sleep(POLL_EVERY).await;
     }
-    acked.wait_more(20).await;
+    // Keep the path cut for a while (~3 s of load) with acknowledgements flowing.
+    acked.wait_more(100).await;
     let views = cluster.views().await;
     for view in views.iter().filter(|v| v["role"] == "ingest") {
         assert!(
@@ -556,12 +574,13 @@ async fn a_cut_connection_is_handed_off_through_the_spool() {
         );
     }
     let spooled = cluster.spooled_hints().await;
+    let cut_for = cut_at.elapsed();
     proxy.restore();
     let drained = wait_spool_empty(&cluster).await;
     eprintln!(
         "cluster: cut: {spooled} hints spooled for c3 during a {:.1} s cut; spool drained {:.2} s \
          after the connection came back",
-        cut_at.elapsed().as_secs_f64() - drained.as_secs_f64(),
+        cut_for.as_secs_f64(),
         drained.as_secs_f64()
     );
     let (sent, _) = finish_loads(loads, "cut").await;

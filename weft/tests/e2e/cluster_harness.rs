@@ -42,7 +42,11 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
             .arg(role)
             .args(args)
-            .env("WEFT_LOG", "warn")
+            // E2E_NODE_LOG=info (or any tracing filter) shows the nodes' logs when debugging.
+            .env(
+                "WEFT_LOG",
+                std::env::var("E2E_NODE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env_remove("WEFT_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
