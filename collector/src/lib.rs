@@ -18,8 +18,12 @@
 //! Nothing is acknowledged before it is in the write-ahead log; on start the log is
 //! replayed into the live buffers, skipping what the manifest says is already in Parquet.
 //!
-//! `ring` is the consistent-hash ring that will shard trace IDs across collector nodes in a
-//! cluster; `weft up` (one node) does not use it yet.
+//! In a cluster the same crate holds the other roles' parts: `ring` (the trace-ID hash
+//! ring), `cluster` (the view of the collector nodes: membership by static list, DNS or
+//! chitchat gossip; node info; the `/internal/v1/snapshot` endpoint query nodes read
+//! unflushed rows from) and `ingest` (`weft ingest`: split by trace ID, forward to R owners
+//! with deadlines, retries, circuit breakers, bounded queues and a durable hand-off spool).
+//! The receivers serve any [`receiver::OtlpSink`]: a `Collector` or an `Ingest`.
 
 pub mod cluster;
 pub mod config;

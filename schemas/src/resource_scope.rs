@@ -74,9 +74,9 @@ pub(crate) struct ResourceScopeBuilder {
 /// metric-level attributes copied onto every row). Each row repeats them, so without a bound a
 /// few-MB request (say 50k resource attributes and 50k spans) would expand to billions of
 /// entries; normal requests produce thousands. Past the bound the whole request is rejected.
-pub(crate) const MAX_REPEATED_ENTRIES: usize = 1 << 23;
+pub const MAX_REPEATED_ENTRIES: usize = 1 << 23;
 
-pub(crate) const TOO_MANY_REPEATED: &str = "request too large once resource and scope \
+pub const TOO_MANY_REPEATED: &str = "request too large once resource and scope \
      attributes are repeated on every row (more than 8388608 entries)";
 
 /// Sizes of a request's output, counted before building so builders allocate once.

@@ -74,10 +74,12 @@ use crate::arrow_util::{
 use crate::attributes::{AttrsBuilder, AttrsReader, map_type, types_type};
 use crate::columns::*;
 use crate::resource_scope::{
-    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, Sizes, TOO_MANY_REPEATED,
-    string_attr,
+    self, Grouper, Origin, ResourceScopeBuilder, ResourceScopeColumns, Sizes, string_attr,
 };
 use crate::{Converted, Error, Result, Table};
+
+/// The cap on resource and scope attributes repeated onto span rows, and its message.
+pub use crate::resource_scope::{MAX_REPEATED_ENTRIES, TOO_MANY_REPEATED};
 
 const BAD_TRACE_ID: &str = "invalid trace_id (must be 16 non-zero bytes)";
 const BAD_SPAN_ID: &str = "invalid span_id (must be 8 non-zero bytes)";
@@ -219,7 +221,7 @@ fn append_request(
                 scope_name_key: b.resource_scope.intern_scope_name(ss.scope.as_ref())?,
             };
             for span in &ss.spans {
-                match validate(span) {
+                match validate_span(span) {
                     Ok(()) => b.append(span, &origin, &res)?,
                     Err(reason) => rejections.add(reason, 1),
                 }
@@ -237,7 +239,9 @@ fn valid_time(t: u64) -> bool {
     i64::try_from(t).is_ok()
 }
 
-fn validate(s: &Span) -> Result<(), &'static str> {
+/// Why a span cannot be stored, in the words partial-success messages use; the ingest tier
+/// applies the same rules before forwarding.
+pub fn validate_span(s: &Span) -> Result<(), &'static str> {
     if !valid_id(&s.trace_id, 16) {
         return Err(BAD_TRACE_ID);
     }

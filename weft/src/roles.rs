@@ -31,7 +31,7 @@ use weft_query::cluster::ClusterSource;
 
 use crate::config::WeftConfig;
 use crate::operator;
-use crate::server::{Health, bind, health_routes, shutdown_signal};
+use crate::server::{Health, bind, health_routes, otlp_grpc_server, shutdown_signal};
 
 /// `weft collector`: stores the traces the ring gives it; serves its unflushed rows.
 pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
@@ -68,15 +68,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(collector.clone());
-    let grpc = tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(metrics)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
+    let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     let http = weft_collector::receiver::http::router(collector.clone())
         .merge(weft_collector::cluster::info::router(info.clone()))
         .merge(weft_collector::cluster::snapshot::router(collector.clone()))
@@ -138,15 +130,7 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(ingest.clone());
-    let grpc = tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(metrics)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
+    let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
     let http = weft_collector::receiver::http::router(ingest.clone())
         .merge(operator::router(operator::Source::new(
             "ingest",

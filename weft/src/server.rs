@@ -70,15 +70,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(collector.clone());
-    let grpc = tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(metrics)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
+    let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     let otlp_http = weft_collector::receiver::http::router(collector.clone())
         .merge(health_routes(health.clone()));
     let postgres =
@@ -125,6 +117,24 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     collector.shutdown().await.context("final flush")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The OTLP/gRPC services of `sink` (a collector or an ingest node) on `listener`, until
+/// `shutdown` resolves.
+pub(crate) fn otlp_grpc_server<S: weft_collector::receiver::OtlpSink>(
+    sink: Arc<S>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
+    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(sink);
+    tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(metrics)
+        .add_service(logs)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
 }
 
 pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -28,7 +28,7 @@
 //! full queue or spool refuses the whole request (503 / UNAVAILABLE + retry); parts that
 //! were queued already may still be delivered, and duplicates are removed at query time.
 //!
-//! Membership is someone else's: a `watch::Receiver<Arc<ClusterView>>`. New members get a
+//! Membership comes from [`crate::cluster::membership`] as a `watch::Receiver<Arc<ClusterView>>`. New members get a
 //! worker; a member that leaves has its queue spooled and its hints re-routed, then its
 //! worker ends. Spooled hints survive restarts and are replayed by the next process.
 

@@ -23,8 +23,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message as _;
+use weft_schemas::spans::{MAX_REPEATED_ENTRIES, TOO_MANY_REPEATED, validate_span};
 
 use crate::cluster::ClusterView;
 use crate::ring::trace_position;
@@ -64,51 +65,6 @@ pub(crate) struct TraceSplit {
     pub accepted: u64,
     pub rejected: u64,
     pub rejection_message: Option<String>,
-}
-
-// The rules and messages of `weft_schemas::spans` (private there); `validation_matches_the_
-// collector` keeps them in step.
-const BAD_TRACE_ID: &str = "invalid trace_id (must be 16 non-zero bytes)";
-const BAD_SPAN_ID: &str = "invalid span_id (must be 8 non-zero bytes)";
-const BAD_PARENT: &str = "invalid parent_span_id (must be empty or 8 bytes)";
-const BAD_TIME: &str = "timestamp out of range (must be below 2^63 nanoseconds since 1970)";
-const BAD_LINK: &str = "invalid link (trace_id must be 16 and span_id 8 non-zero bytes)";
-const TOO_MANY_REPEATED: &str = "request too large once resource and scope \
-     attributes are repeated on every row (more than 8388608 entries)";
-const MAX_REPEATED_ENTRIES: usize = 1 << 23;
-
-fn valid_id(id: &[u8], len: usize) -> bool {
-    id.len() == len && id.iter().any(|b| *b != 0)
-}
-
-fn valid_time(t: u64) -> bool {
-    i64::try_from(t).is_ok()
-}
-
-fn validate(s: &Span) -> Result<(), &'static str> {
-    if !valid_id(&s.trace_id, 16) {
-        return Err(BAD_TRACE_ID);
-    }
-    if !valid_id(&s.span_id, 8) {
-        return Err(BAD_SPAN_ID);
-    }
-    if !(s.parent_span_id.is_empty() || s.parent_span_id.len() == 8) {
-        return Err(BAD_PARENT);
-    }
-    if !valid_time(s.start_time_unix_nano)
-        || !valid_time(s.end_time_unix_nano)
-        || !s.events.iter().all(|e| valid_time(e.time_unix_nano))
-    {
-        return Err(BAD_TIME);
-    }
-    if !s
-        .links
-        .iter()
-        .all(|l| valid_id(&l.trace_id, 16) && valid_id(&l.span_id, 8))
-    {
-        return Err(BAD_LINK);
-    }
-    Ok(())
 }
 
 /// Rejected spans counted by reason, in first-seen order (as the collector words it).
@@ -211,7 +167,7 @@ pub(crate) fn split_traces(
                 schema_url: scope_schema_url,
             } = ss;
             for span in spans {
-                if let Err(reason) = validate(&span) {
+                if let Err(reason) = validate_span(&span) {
                     rejections.add(reason, 1);
                     continue;
                 }
@@ -289,6 +245,7 @@ pub(crate) fn split_traces(
 mod tests {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 
     use super::*;

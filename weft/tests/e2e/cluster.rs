@@ -19,10 +19,8 @@ use serde_json::Value;
 use weft_collector::ring::HashRing;
 use weft_load_test::{LoadConfig, Protocol, Report};
 
-use crate::cluster_harness::{
-    Acked, Cluster, Discovery, FaultProxy, members, node_files, up_members,
-};
-use crate::common::{DEADLINE, MAX_POLLS, POLL_EVERY, http_client};
+use crate::cluster_harness::{Cluster, Discovery, FaultProxy, members, node_files, up_members};
+use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, http_client};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -16,15 +16,13 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use weft_load_test::AckCallback;
 
-use crate::common::{DEADLINE, MAX_POLLS, POLL_EVERY, http_client};
+use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, http_client};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -511,56 +509,6 @@ pub fn up_members(view: &Value) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// (trace id, span id), lowercase hex.
-pub type SpanKey = (String, String);
-
-/// Acknowledged requests and their spans, filled by the load generator's callback.
-#[derive(Default)]
-pub struct Acked {
-    spans: Mutex<HashSet<SpanKey>>,
-    requests: AtomicU64,
-}
-
-impl Acked {
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    pub fn spans(&self) -> HashSet<SpanKey> {
-        self.spans.lock().expect("ack set").clone()
-    }
-
-    pub fn callback(self: &Arc<Self>) -> AckCallback {
-        let acked = self.clone();
-        Arc::new(move |req| {
-            let mut spans = acked.spans.lock().expect("ack set");
-            for span in req
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .flat_map(|ss| &ss.spans)
-            {
-                spans.insert((hex::encode(&span.trace_id), hex::encode(&span.span_id)));
-            }
-            acked.requests.fetch_add(1, Ordering::SeqCst);
-        })
-    }
-
-    /// Waits (bounded) until `n` more requests than now have been acknowledged.
-    pub async fn wait_more(&self, n: u64) {
-        let target = self.requests() + n;
-        let start = Instant::now();
-        for _ in 0..MAX_POLLS {
-            if self.requests() >= target {
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "acknowledgements stopped");
-            tokio::time::sleep(POLL_EVERY).await;
-        }
-        panic!("acknowledgements stopped");
-    }
 }
 
 /// A TCP proxy in the test process that can cut every connection through it.

@@ -3,9 +3,11 @@
 //! OTLP spans so that what a client sent and what Weft returns can be compared field by
 //! field whatever the encoding (OTLP/JSON from a file or the API, prost structs, the SDK).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -14,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use weft_load_test::AckCallback;
 
 use crate::server::TestServer;
 
@@ -782,5 +785,55 @@ pub async fn assert_spans_stored(server: &TestServer, expected: &[Span]) {
         got.sort();
         want.sort();
         assert_eq!(got, want, "trace {trace_id} via sql");
+    }
+}
+
+/// (trace id, span id), lowercase hex.
+pub type SpanKey = (String, String);
+
+/// Acknowledged requests and their spans, filled by the load generator's callback.
+#[derive(Default)]
+pub struct Acked {
+    spans: Mutex<HashSet<SpanKey>>,
+    requests: AtomicU64,
+}
+
+impl Acked {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn spans(&self) -> HashSet<SpanKey> {
+        self.spans.lock().expect("ack set").clone()
+    }
+
+    pub fn callback(self: &Arc<Self>) -> AckCallback {
+        let acked = self.clone();
+        Arc::new(move |req| {
+            let mut spans = acked.spans.lock().expect("ack set");
+            for span in req
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+            {
+                spans.insert((hex::encode(&span.trace_id), hex::encode(&span.span_id)));
+            }
+            acked.requests.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Waits (bounded) until `n` more requests than now have been acknowledged.
+    pub async fn wait_more(&self, n: u64) {
+        let target = self.requests() + n;
+        let start = Instant::now();
+        for _ in 0..MAX_POLLS {
+            if self.requests() >= target {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "acknowledgements stopped");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        panic!("acknowledgements stopped");
     }
 }

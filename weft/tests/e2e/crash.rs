@@ -8,46 +8,15 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft_load_test::{AckCallback, LoadConfig, Protocol};
+use weft_load_test::{LoadConfig, Protocol};
 
-use crate::common::{DEADLINE, MAX_POLLS, POLL_EVERY, manifest_rows, parquet_files};
+use crate::common::{
+    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, manifest_rows, parquet_files,
+};
 use crate::server::TestServer;
-
-/// (trace id, span id), lowercase hex.
-type SpanKey = (String, String);
-
-/// Acknowledged requests and the spans they held, filled by the generator's callback.
-#[derive(Default)]
-struct Acked {
-    spans: Mutex<HashSet<SpanKey>>,
-    requests: AtomicU64,
-}
-
-impl Acked {
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    fn callback(self: &Arc<Self>) -> AckCallback {
-        let acked = self.clone();
-        Arc::new(move |req| {
-            let mut spans = acked.spans.lock().expect("ack set");
-            for span in req
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .flat_map(|ss| &ss.spans)
-            {
-                spans.insert((hex::encode(&span.trace_id), hex::encode(&span.span_id)));
-            }
-            acked.requests.fetch_add(1, Ordering::SeqCst);
-        })
-    }
-}
 
 /// Polls `done` (bounded in count and time) until it holds.
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -172,7 +141,7 @@ async fn kill_under_load(flush_age_secs: Option<u64>) {
         .await
         .expect("load task")
         .expect("load run ends cleanly when the server goes away");
-    let acked_spans = acked.spans.lock().expect("ack set").clone();
+    let acked_spans = acked.spans();
     eprintln!(
         "crash: {} requests / {} spans acknowledged, {} spans sent, {} flushed before the kill, \
          stopped early: {:?}",
