@@ -185,15 +185,7 @@ impl Collector {
     /// Accepts an OTLP metrics export. `body` is the decompressed request body.
     pub async fn export_metrics(&self, body: Bytes, format: Format) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, payload) = match format {
-            Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
-            Format::Json => {
-                let request = weft_schemas::otlp_json::decode_metrics(&body)
-                    .map_err(|e| Error::InvalidJson(e.to_string()))?;
-                let payload = Bytes::from(request.encode_to_vec());
-                (request, payload)
-            }
-        };
+        let (request, payload) = decode_metrics_body(body, format)?;
         let converted = weft_schemas::metrics::from_otlp(&request);
         self.commit(RecordKind::OtlpMetrics, payload, converted)
             .await
@@ -254,6 +246,23 @@ impl Collector {
     pub async fn shutdown(&self) -> Result<()> {
         self.flush_all().await.map(|_| ())
     }
+}
+
+/// A metrics export body as a request, plus the protobuf bytes to store or forward (the
+/// body itself when it is protobuf; JSON is re-encoded once).
+pub(crate) fn decode_metrics_body(
+    body: Bytes,
+    format: Format,
+) -> Result<(ExportMetricsServiceRequest, Bytes)> {
+    Ok(match format {
+        Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
+        Format::Json => {
+            let request = weft_schemas::otlp_json::decode_metrics(&body)
+                .map_err(|e| Error::InvalidJson(e.to_string()))?;
+            let payload = Bytes::from(request.encode_to_vec());
+            (request, payload)
+        }
+    })
 }
 
 fn record_table(kind: RecordKind) -> Table {

@@ -46,7 +46,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -491,15 +490,7 @@ impl Inner {
         format: Format,
     ) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, payload) = match format {
-            Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
-            Format::Json => {
-                let request = weft_schemas::otlp_json::decode_metrics(&body)
-                    .map_err(|e| Error::InvalidJson(e.to_string()))?;
-                let payload = Bytes::from(request.encode_to_vec());
-                (request, payload)
-            }
-        };
+        let (request, payload) = crate::decode_metrics_body(body, format)?;
         // Converting is the only way to know which points the collector would reject
         // (metric validation has many rules); metrics are a small share of the volume.
         let converted = weft_schemas::metrics::from_otlp(&request);
