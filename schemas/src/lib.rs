@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod otlp_json;
 pub mod parquet_settings;
 pub mod prometheus;
+pub mod sampling;
 pub mod spans;
 pub mod zipkin;
 

@@ -342,27 +342,7 @@ impl<'a> Promoted<'a> {
 /// The OpenTelemetry threshold-sampling adjusted count carried in `trace_state`
 /// (`ot=th:<1-14 hex digits>`), or 1.0.
 fn sample_weight(trace_state: &str) -> f64 {
-    if trace_state.is_empty() {
-        return 1.0;
-    }
-    trace_state
-        .split(',')
-        .filter_map(|member| member.trim_matches([' ', '\t']).strip_prefix("ot="))
-        .flat_map(|ot| ot.split(';'))
-        .find_map(|field| field.strip_prefix("th:"))
-        .and_then(threshold_weight)
-        .unwrap_or(1.0)
-}
-
-fn threshold_weight(th: &str) -> Option<f64> {
-    if th.is_empty() || th.len() > 14 || !th.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    // The threshold is a 56-bit fraction written with trailing zeros dropped.
-    let t = u64::from_str_radix(th, 16).ok()? << (4 * (14 - th.len()));
-    let range = 1u64 << 56;
-    // t < 2^56 because it has at most 14 hex digits, so the divisor is at least 1.
-    Some(range as f64 / (range - t) as f64)
+    crate::sampling::adjusted_count(trace_state)
 }
 
 fn append_opt(b: &mut StringBuilder, s: &str) {
