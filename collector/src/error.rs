@@ -46,6 +46,9 @@ pub enum Error {
     ShuttingDown,
     #[error("storage error: {0}")]
     Storage(String),
+    /// A configuration value is invalid (at start, or in a reload that was refused).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Schema(#[from] weft_schemas::Error),
     /// A collector node refused forwarded data outright (not a transient failure). Ingest
@@ -88,6 +91,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::Forward { .. } => StatusCode::BAD_GATEWAY,
+            Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -124,6 +128,7 @@ impl Error {
             }
             Error::Forward { code, .. } if *code == Code::InvalidArgument => Code::InvalidArgument,
             Error::Forward { .. } => Code::Unavailable,
+            Error::Config(_) => Code::Internal,
         };
         let message = self.to_string();
         match self.retry_after() {

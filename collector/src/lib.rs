@@ -30,13 +30,16 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod receiver;
+pub mod metrics_limits;
 pub mod ring;
+pub mod sampling;
 pub mod store;
+pub mod telemetry;
 pub mod trace_index;
 pub mod wal;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -49,6 +52,10 @@ use weft_schemas::{Converted, Table};
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
 pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
+use sampling::SamplingConfig;
+use sampling::head::HeadSampler;
+use sampling::tail::{self as tail, TailSampler};
+use telemetry::Telemetry;
 use wal::{RecordKind, Wal};
 
 /// How a request body is encoded.
@@ -66,11 +73,40 @@ pub struct ExportOutcome {
     pub rejection_message: Option<String>,
 }
 
+/// What a durable WAL record becomes: rows for the live buffers, or spans for tail sampling.
+enum Durable {
+    Rows(Table, RecordBatch),
+    Held(Vec<sampling::HeldSpan>),
+}
+
+/// Sampling and own-metrics settings of a collector node.
+#[derive(Debug, Clone)]
+pub struct CollectorOptions {
+    pub sampling: SamplingConfig,
+    /// Apply `sampling.head` here: `weft up`, where the collector is also the ingest tier.
+    /// Collectors behind `weft ingest` get spans the ingest node already head-sampled.
+    pub head_sampling: bool,
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Default for CollectorOptions {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingConfig::default(),
+            head_sampling: true,
+            telemetry: Telemetry::new(),
+        }
+    }
+}
+
 /// A running collector node: WAL, live buffers, flusher.
 pub struct Collector {
     config: CollectorConfig,
     store: Arc<Store>,
-    wal: Wal<(Table, RecordBatch)>,
+    wal: Wal<Durable>,
+    telemetry: Arc<Telemetry>,
+    head: Option<HeadSampler>,
+    tail: Arc<TailSampler>,
     /// Bytes of request bodies being processed (memory bound for receivers).
     inflight: Arc<Semaphore>,
     /// Wakes the flusher early (buffer over its flush size, or admission refused).
@@ -89,6 +125,21 @@ impl Collector {
     /// Opens the data directory, replays the WAL and starts the WAL thread and the flusher.
     /// Must be called inside a tokio runtime.
     pub fn open(config: CollectorConfig) -> Result<Arc<Self>> {
+        Self::open_with(config, CollectorOptions::default())
+    }
+
+    /// [`Collector::open`] with sampling settings (validated here) and a shared telemetry.
+    pub fn open_with(config: CollectorConfig, options: CollectorOptions) -> Result<Arc<Self>> {
+        options.sampling.validate().map_err(Error::Config)?;
+        let telemetry = options.telemetry;
+        let head = options
+            .head_sampling
+            .then(|| HeadSampler::new(&options.sampling.head, telemetry.clone()))
+            .transpose()
+            .map_err(Error::Config)?;
+        let tail = Arc::new(
+            TailSampler::new(&options.sampling.tail, telemetry.clone()).map_err(Error::Config)?,
+        );
         let store = Arc::new(Store::open(
             &config.data_dir,
             &config.default_tenant,
@@ -97,7 +148,23 @@ impl Collector {
         )?);
         let wal_dir = config.data_dir.join("wal");
         let mut replayed = 0u64;
+        let mut held = tail::Replay::default();
         let next_seq = wal::replay(&wal_dir, |record| {
+            match record.kind {
+                // Held spans are covered by later decision records, not by flush marks.
+                RecordKind::OtlpTracesHeld => {
+                    held.held(
+                        record.seq,
+                        ExportTraceServiceRequest::decode(record.payload.clone())?,
+                    );
+                    return Ok(());
+                }
+                RecordKind::TailDecision => {
+                    let (decided, _) = tail::decode_decision(&record.payload)?;
+                    held.decided(&decided);
+                }
+                _ => {}
+            }
             let table = record_table(record.kind);
             if store.is_flushed(table, record.seq) {
                 return Ok(());
@@ -110,9 +177,24 @@ impl Collector {
         if replayed > 0 {
             tracing::info!(rows = replayed, "replayed write-ahead log");
         }
+        if held.undecided_spans() > 0 {
+            tracing::info!(
+                spans = held.undecided_spans(),
+                "replayed spans waiting for tail-sampling decisions"
+            );
+        }
+        tail.restore(held, Instant::now());
         let applier = store.clone();
+        let holder = tail.clone();
         let wal = Wal::start(&wal_dir, &config.wal, next_seq, move |group| {
-            applier.apply_durable(group)
+            let mut rows = Vec::with_capacity(group.len());
+            for (seq, item) in group {
+                match item {
+                    Durable::Rows(table, batch) => rows.push((seq, (table, batch))),
+                    Durable::Held(spans) => holder.hold(seq, spans, Instant::now()),
+                }
+            }
+            applier.apply_durable(rows)
         })?;
         let inflight = Arc::new(Semaphore::new(
             config
@@ -124,6 +206,9 @@ impl Collector {
             config,
             store,
             wal,
+            telemetry,
+            head,
+            tail,
             inflight,
             flush_now: Arc::new(Notify::new()),
         });
@@ -131,7 +216,28 @@ impl Collector {
             Arc::downgrade(&collector),
             collector.flush_now.clone(),
         ));
+        tokio::spawn(decision_loop(Arc::downgrade(&collector)));
         Ok(collector)
+    }
+
+    /// Applies a new `[sampling]` section; on an invalid one nothing changes.
+    pub fn reload_sampling(&self, sampling: &SamplingConfig) -> Result<()> {
+        sampling.validate().map_err(Error::Config)?;
+        if let Some(head) = &self.head {
+            head.reload(&sampling.head).map_err(Error::Config)?;
+        }
+        self.tail.reload(&sampling.tail).map_err(Error::Config)?;
+        Ok(())
+    }
+
+    /// This node's own metrics (served at `/metrics`).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The tail sampler (pending traces, WAL floor).
+    pub fn tail_sampler(&self) -> &Arc<TailSampler> {
+        &self.tail
     }
 
     pub fn config(&self) -> &CollectorConfig {
@@ -153,7 +259,7 @@ impl Collector {
 
     /// Refuses new data while unflushed data is at its cap (bounded memory).
     fn admit(&self) -> Result<()> {
-        let held = self.store.live_bytes() + self.wal.pending_bytes();
+        let held = self.store.live_bytes() + self.wal.pending_bytes() + self.tail.pending().2;
         if held >= self.config.buffer.max_bytes {
             self.flush_now.notify_one();
             return Err(Error::Overloaded {
@@ -168,18 +274,70 @@ impl Collector {
     /// Accepts an OTLP trace export. `body` is the decompressed request body.
     pub async fn export_traces(&self, body: Bytes, format: Format) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, payload) = match format {
-            Format::Protobuf => (ExportTraceServiceRequest::decode(body.clone())?, body),
+        let (mut request, mut payload) = match format {
+            Format::Protobuf => (ExportTraceServiceRequest::decode(body.clone())?, Some(body)),
             Format::Json => {
                 let request = weft_schemas::otlp_json::decode_traces(&body)
                     .map_err(|e| Error::InvalidJson(e.to_string()))?;
-                let payload = Bytes::from(request.encode_to_vec());
-                (request, payload)
+                (request, None)
             }
         };
-        let converted = weft_schemas::spans::from_otlp(&request);
-        self.commit(RecordKind::OtlpTraces, payload, converted)
-            .await
+        let mut sampled_out = 0;
+        if let Some(head) = self.head.as_ref().filter(|h| !h.is_noop()) {
+            let outcome = head.apply(&mut request, Instant::now());
+            sampled_out = outcome.dropped;
+            if outcome.modified {
+                payload = None;
+            }
+        }
+        let mut outcome = if self.tail.enabled() {
+            self.hold_traces(request, payload).await?
+        } else {
+            let payload = payload.unwrap_or_else(|| Bytes::from(request.encode_to_vec()));
+            let converted = weft_schemas::spans::from_otlp(&request);
+            self.commit(RecordKind::OtlpTraces, payload, converted)
+                .await?
+        };
+        // Spans sampled away were accepted: the client must not retry them.
+        outcome.accepted += sampled_out;
+        Ok(outcome)
+    }
+
+    /// Tail sampling on: valid spans go to the WAL as a held record, then wait for their
+    /// trace's decision.
+    async fn hold_traces(
+        &self,
+        mut request: ExportTraceServiceRequest,
+        payload: Option<Bytes>,
+    ) -> Result<ExportOutcome> {
+        let mut outcome = ExportOutcome::default();
+        for resource in &mut request.resource_spans {
+            for scope in &mut resource.scope_spans {
+                scope.spans.retain(|span| match weft_schemas::spans::validate_span(span) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        outcome.rejected += 1;
+                        outcome
+                            .rejection_message
+                            .get_or_insert_with(|| reason.to_owned());
+                        false
+                    }
+                });
+                outcome.accepted += scope.spans.len() as u64;
+            }
+        }
+        if outcome.accepted == 0 {
+            return Ok(outcome);
+        }
+        let payload = match payload {
+            Some(p) if outcome.rejected == 0 => p,
+            _ => Bytes::from(request.encode_to_vec()),
+        };
+        let spans = tail::hold_request(request);
+        self.wal
+            .append(RecordKind::OtlpTracesHeld, payload, Durable::Held(spans))
+            .await?;
+        Ok(outcome)
     }
 
     /// Accepts an OTLP metrics export. `body` is the decompressed request body.
@@ -216,7 +374,7 @@ impl Collector {
         if accepted > 0 {
             let table = record_table(kind);
             self.wal
-                .append(kind, payload, (table, converted.batch))
+                .append(kind, payload, Durable::Rows(table, converted.batch))
                 .await?;
             let (live_bytes, _) = self.store.live_status(table);
             if live_bytes >= self.config.buffer.flush_bytes {
@@ -236,9 +394,38 @@ impl Collector {
                 .map_err(|e| Error::Storage(format!("flush task: {e}")))??;
             all.push(stats);
         }
-        self.wal
-            .truncate_through(self.store.flushed_through_all())?;
+        self.wal.truncate_through(self.wal_floor())?;
         Ok(all)
+    }
+
+    /// WAL records up to here are in Parquet, and none holds spans still waiting for a
+    /// tail-sampling decision.
+    fn wal_floor(&self) -> u64 {
+        self.store
+            .flushed_through_all()
+            .min(self.tail.wal_floor())
+    }
+
+    /// Writes the decisions that are due, until none is (tail sampling).
+    pub async fn decide_due(&self) -> Result<usize> {
+        let mut traces = 0;
+        while let Some(batch) = self.tail.take_due(Instant::now()) {
+            traces += batch.traces;
+            let converted = weft_schemas::spans::from_otlp(&batch.kept);
+            self.wal
+                .append(
+                    RecordKind::TailDecision,
+                    batch.payload,
+                    Durable::Rows(Table::Spans, converted.batch),
+                )
+                .await?;
+            self.tail.covered(&batch.covered);
+            let (live_bytes, _) = self.store.live_status(Table::Spans);
+            if live_bytes >= self.config.buffer.flush_bytes {
+                self.flush_now.notify_one();
+            }
+        }
+        Ok(traces)
     }
 
     /// Flushes what is buffered so a restart has nothing to replay. Acknowledged data is
@@ -267,7 +454,9 @@ pub(crate) fn decode_metrics_body(
 
 fn record_table(kind: RecordKind) -> Table {
     match kind {
-        RecordKind::OtlpTraces => Table::Spans,
+        RecordKind::OtlpTraces | RecordKind::OtlpTracesHeld | RecordKind::TailDecision => {
+            Table::Spans
+        }
         RecordKind::OtlpMetrics | RecordKind::PrometheusWrite => Table::Metrics,
     }
 }
@@ -275,9 +464,10 @@ fn record_table(kind: RecordKind) -> Table {
 /// Decodes a WAL record again; conversion is deterministic, so the same rows come back.
 fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
     Ok(match kind {
-        RecordKind::OtlpTraces => {
+        RecordKind::OtlpTraces | RecordKind::OtlpTracesHeld => {
             weft_schemas::spans::from_otlp(&ExportTraceServiceRequest::decode(payload.clone())?)
         }
+        RecordKind::TailDecision => weft_schemas::spans::from_otlp(&tail::decode_decision(payload)?.1),
         RecordKind::OtlpMetrics => {
             weft_schemas::metrics::from_otlp(&ExportMetricsServiceRequest::decode(payload.clone())?)
         }
@@ -327,8 +517,28 @@ async fn flush_loop(collector: std::sync::Weak<Collector>, flush_now: Arc<Notify
                     tracing::error!(table = table.name(), error = %e, "flush failed");
                 }
             }
-            if let Err(e) = c.wal.truncate_through(c.store.flushed_through_all()) {
+            if let Err(e) = c.wal.truncate_through(c.wal_floor()) {
                 tracing::error!(error = %e, "wal truncation failed");
+            }
+        }
+    }
+}
+
+/// Writes tail-sampling decisions as traces become due; stops with the collector.
+async fn decision_loop(collector: std::sync::Weak<Collector>) {
+    loop {
+        let (tail, tick) = match collector.upgrade() {
+            Some(c) => (c.tail.clone(), c.tail.tick()),
+            None => return,
+        };
+        let _ = tokio::time::timeout(tick, tail.woken()).await;
+        drop(tail);
+        let Some(c) = collector.upgrade() else { return };
+        if let Err(e) = c.decide_due().await {
+            // The held records stay in the WAL (not covered), so a restart decides again.
+            tracing::error!(error = %e, "writing tail-sampling decisions failed");
+            if matches!(e, Error::ShuttingDown) {
+                return;
             }
         }
     }

@@ -47,6 +47,12 @@ pub enum RecordKind {
     OtlpMetrics = 2,
     /// A Prometheus remote-write `WriteRequest`, protobuf encoded (not snappy-compressed).
     PrometheusWrite = 3,
+    /// An `ExportTraceServiceRequest` held for tail sampling: its spans are stored only
+    /// through a later [`RecordKind::TailDecision`] record.
+    OtlpTracesHeld = 4,
+    /// Tail-sampling decisions: decided trace IDs and the kept spans
+    /// (`sampling::tail::decode_decision`).
+    TailDecision = 5,
 }
 
 impl RecordKind {
@@ -55,6 +61,8 @@ impl RecordKind {
             1 => Some(Self::OtlpTraces),
             2 => Some(Self::OtlpMetrics),
             3 => Some(Self::PrometheusWrite),
+            4 => Some(Self::OtlpTracesHeld),
+            5 => Some(Self::TailDecision),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use weft_collector::CollectorConfig;
 use weft_collector::cluster::ClusterConfig;
 use weft_collector::config::IngestConfig;
+use weft_collector::sampling::SamplingConfig;
 use weft_query::QueryConfig;
 
 /// Prefix of the environment variables that override config keys.
@@ -30,6 +31,31 @@ pub struct WeftConfig {
     pub cluster: ClusterConfig,
     /// `weft ingest` only: forwarding, retries, circuit breakers, the hand-off spool.
     pub ingest: IngestConfig,
+    /// Head sampling (where spans enter: `weft up`, `weft ingest`), tail sampling (where
+    /// traces are stored: `weft up`, `weft collector`), metrics limits. Reloaded on SIGHUP.
+    pub sampling: SamplingConfig,
+}
+
+/// Where the configuration came from, so SIGHUP can read it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<std::path::PathBuf>,
+    pub overrides: Vec<(String, String)>,
+}
+
+static SOURCE: std::sync::OnceLock<ConfigSource> = std::sync::OnceLock::new();
+
+impl ConfigSource {
+    /// Records the source of this process's configuration (once, from `main`).
+    pub fn remember(self) {
+        let _ = SOURCE.set(self);
+    }
+
+    /// Reads the configuration again: file, then environment, then flags.
+    pub fn reload() -> anyhow::Result<WeftConfig> {
+        let source = SOURCE.get().cloned().unwrap_or_default();
+        WeftConfig::load(source.file.as_deref(), std::env::vars(), &source.overrides)
+    }
 }
 
 /// Where `weft up` listens. Port 0 picks a free port; the chosen one is printed.
@@ -107,6 +133,10 @@ impl WeftConfig {
         let config: WeftConfig = toml::Value::Table(tree)
             .try_into()
             .context("invalid configuration")?;
+        config
+            .sampling
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 }
@@ -164,6 +194,25 @@ mod tests {
         let config = WeftConfig::load(Some(&file), vars, &flags).unwrap();
         assert_eq!(config.collector.data_dir, Path::new("/from/env"));
         assert_eq!(config.query.timeout_secs, 9);
+    }
+
+    #[test]
+    fn invalid_sampling_values_name_their_key() {
+        let vars = vec![(
+            "WEFT_SAMPLING__HEAD__RATIO".to_owned(),
+            "1.5".to_owned(),
+        )];
+        let err = WeftConfig::load(None, vars, &[]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("sampling.head.ratio: 1.5 is outside [0, 1]"),
+            "{err:#}"
+        );
+        let flags = vec![("sampling.tail.decision_wait_ms".to_owned(), "0".to_owned())];
+        let err = WeftConfig::load(None, Vec::new(), &flags).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("sampling.tail.decision_wait_ms must be > 0"),
+            "{err:#}"
+        );
     }
 
     #[test]

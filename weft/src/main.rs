@@ -5,6 +5,7 @@
 
 mod config;
 mod operator;
+mod reload;
 mod roles;
 mod server;
 
@@ -258,6 +259,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let config = WeftConfig::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
+    config::ConfigSource {
+        file: cli.config.clone(),
+        overrides,
+    }
+    .remember();
     match cli.command {
         Command::Config { defaults } => {
             let shown = if defaults {

@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::sync::watch;
-use weft_collector::Collector;
+use weft_collector::telemetry::Telemetry;
+use weft_collector::{Collector, CollectorOptions};
 use weft_collector::cluster::info::NodeInfoHandle;
 use weft_collector::cluster::membership::{Membership, Role};
 use weft_collector::cluster::{NodeInfo, node_data_dir};
@@ -54,7 +55,21 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let mut collector_config = config.collector.clone();
     collector_config.data_dir = std::fs::canonicalize(&data_dir)?;
     // WAL replay happens here, before the node says it is ready.
-    let collector = Collector::open(collector_config).context("opening the collector")?;
+    let telemetry = Telemetry::new();
+    let collector = Collector::open_with(
+        collector_config,
+        CollectorOptions {
+            sampling: config.sampling.clone(),
+            // Ingest nodes head-sample; collectors tail-sample what they own.
+            head_sampling: false,
+            telemetry: telemetry.clone(),
+        },
+    )
+    .context("opening the collector")?;
+    let reloaded = collector.clone();
+    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
+        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+    });
 
     let info = NodeInfoHandle::new(NodeInfo {
         node_id: node_id.clone(),
@@ -72,6 +87,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let http = weft_collector::receiver::http::router(collector.clone())
         .merge(weft_collector::cluster::info::router(info.clone()))
         .merge(weft_collector::cluster::snapshot::router(collector.clone()))
+        .merge(weft_collector::telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "collector",
             &node_id,
@@ -121,17 +137,25 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     let membership = Membership::start(&config.cluster, Role::Ingest, None)
         .await
         .context("joining the cluster")?;
-    let ingest = Ingest::start(
+    let telemetry = Telemetry::new();
+    let ingest = Ingest::start_with(
         config.ingest.clone(),
         config.collector.receiver.clone(),
         membership.view(),
+        &config.sampling.head,
+        telemetry.clone(),
     )
     .context("starting the forwarder")?;
+    let reloaded = ingest.clone();
+    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
+        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+    });
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
     let http = weft_collector::receiver::http::router(ingest.clone())
+        .merge(weft_collector::telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "ingest",
             &node_id,

@@ -18,7 +18,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_collector::Collector;
+use weft_collector::telemetry::Telemetry;
+use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
 
 use crate::config::WeftConfig;
@@ -52,7 +53,20 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let mut collector_config = config.collector.clone();
     collector_config.data_dir = std::fs::canonicalize(data_dir)?;
     // The WAL is replayed here, before any listener accepts data.
-    let collector = Collector::open(collector_config).context("opening the collector")?;
+    let telemetry = Telemetry::new();
+    let collector = Collector::open_with(
+        collector_config,
+        CollectorOptions {
+            sampling: config.sampling.clone(),
+            head_sampling: true,
+            telemetry: telemetry.clone(),
+        },
+    )
+    .context("opening the collector")?;
+    let reloaded = collector.clone();
+    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
+        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+    });
     let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
     let health = Arc::new(Health::default());
 
@@ -76,6 +90,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let postgres =
         weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
     let query_http = weft_query::http::router(query)
+        .merge(weft_collector::telemetry::route(telemetry))
         .merge(weft_ui::router())
         .merge(health_routes(health.clone()));
 

@@ -96,6 +96,9 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     requests: AtomicU64,
     refused: AtomicU64,
+    /// Consistent head sampling before the split (`sampling.head`).
+    head: crate::sampling::head::HeadSampler,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The ingest node's state for the operator view.
@@ -138,10 +141,29 @@ impl Ingest {
     /// Opens the spool (hints from a previous run are replayed) and starts following
     /// `view`. Must be called inside a tokio runtime.
     pub fn start(
-        mut config: IngestConfig,
+        config: IngestConfig,
         receiver: ReceiverConfig,
         view: watch::Receiver<Arc<ClusterView>>,
     ) -> Result<Arc<Ingest>> {
+        Self::start_with(
+            config,
+            receiver,
+            view,
+            &crate::sampling::HeadConfig::default(),
+            crate::telemetry::Telemetry::new(),
+        )
+    }
+
+    /// [`Ingest::start`] with head sampling and a shared telemetry.
+    pub fn start_with(
+        mut config: IngestConfig,
+        receiver: ReceiverConfig,
+        view: watch::Receiver<Arc<ClusterView>>,
+        head: &crate::sampling::HeadConfig,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Result<Arc<Ingest>> {
+        let head =
+            crate::sampling::head::HeadSampler::new(head, telemetry.clone()).map_err(Error::Config)?;
         // A batch must fit what a collector accepts in one request.
         config.batch_max_bytes = config
             .batch_max_bytes
@@ -183,6 +205,8 @@ impl Ingest {
             stop,
             requests: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            head,
+            telemetry,
         });
         inner.reconcile();
         let supervisor = tokio::spawn(supervise(inner.clone(), view, inner.stop.subscribe()));
@@ -194,6 +218,17 @@ impl Ingest {
 
     pub fn config(&self) -> &IngestConfig {
         &self.inner.config
+    }
+
+    /// Applies a new `[sampling]` section (head sampling is what an ingest node does).
+    pub fn reload_sampling(&self, sampling: &crate::sampling::SamplingConfig) -> Result<()> {
+        sampling.validate().map_err(Error::Config)?;
+        self.inner.head.reload(&sampling.head).map_err(Error::Config)
+    }
+
+    /// This node's own metrics (served at `/metrics`).
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.inner.telemetry
     }
 
     /// Per-node queues, circuits, spool and replay progress, and totals.
@@ -457,7 +492,7 @@ impl Inner {
 
     async fn export_traces(self: &Arc<Self>, body: Bytes, format: Format) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, original) = match format {
+        let (mut request, mut original) = match format {
             Format::Protobuf => (ExportTraceServiceRequest::decode(body.clone())?, Some(body)),
             Format::Json => (
                 weft_schemas::otlp_json::decode_traces(&body)
@@ -465,6 +500,10 @@ impl Inner {
                 None,
             ),
         };
+        let sampled = self.head.apply(&mut request, Instant::now());
+        if sampled.modified {
+            original = None;
+        }
         let view = self.current_view();
         let split = split::split_traces(request, &view, original.as_ref())
             .map_err(|()| self.no_collectors())?;
@@ -478,7 +517,8 @@ impl Inner {
             self.deliver(parts).await?;
         }
         Ok(ExportOutcome {
-            accepted: split.accepted,
+            // Spans sampled away were accepted: the client must not retry them.
+            accepted: split.accepted + sampled.dropped,
             rejected: split.rejected,
             rejection_message: split.rejection_message,
         })
