@@ -408,8 +408,14 @@ impl Collector {
 
     /// Writes the decisions that are due, until none is (tail sampling).
     pub async fn decide_due(&self) -> Result<usize> {
+        self.decide_due_at(Instant::now()).await
+    }
+
+    /// [`Collector::decide_due`] as if the clock read `now` (tests move time forward
+    /// instead of waiting for it).
+    pub async fn decide_due_at(&self, now: Instant) -> Result<usize> {
         let mut traces = 0;
-        while let Some(batch) = self.tail.take_due(Instant::now()) {
+        while let Some(batch) = self.tail.take_due(now) {
             traces += batch.traces;
             let converted = weft_schemas::spans::from_otlp(&batch.kept);
             self.wal

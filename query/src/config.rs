@@ -16,6 +16,8 @@ pub struct QueryConfig {
     /// Traces up to this many spans are returned sorted by start time; larger ones are
     /// streamed in storage order so memory stays bounded.
     pub trace_sort_max_spans: usize,
+    /// Downsampled metrics (`[query.rollups]`, see [`crate::rollup`]).
+    pub rollups: RollupConfig,
 }
 
 impl Default for QueryConfig {
@@ -26,6 +28,94 @@ impl Default for QueryConfig {
             max_result_rows: 100_000,
             max_sql_bytes: 1 << 20,
             trace_sort_max_spans: 20_000,
+            rollups: RollupConfig::default(),
         }
+    }
+}
+
+impl QueryConfig {
+    /// Checks values serde accepts but Weft cannot use.
+    pub fn validate(&self) -> Result<(), String> {
+        self.rollups.validate()
+    }
+}
+
+/// 1-minute and 1-hour rollups of the `metrics` table (`[query.rollups]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupConfig {
+    /// Compute rollups of closed hours in the background, and let metrics range queries
+    /// read them. `false`: no rollup is written and range queries read raw points only.
+    pub enabled: bool,
+    /// An hour is rolled up once it ended this many seconds ago. Points of an hour that
+    /// become visible later make the hour be rolled up again (see [`crate::rollup`]).
+    pub delay_secs: u64,
+    /// Seconds between two passes of the background job.
+    pub interval_secs: u64,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            delay_secs: 7_200,
+            interval_secs: 60,
+        }
+    }
+}
+
+/// Longest `delay_secs`: a week (longer would keep long-range queries on raw points).
+const MAX_DELAY_SECS: u64 = 7 * 86_400;
+/// Longest `interval_secs`: a day.
+const MAX_INTERVAL_SECS: u64 = 86_400;
+
+impl RollupConfig {
+    /// `delay_secs` in [60, 604800] (points of the last minute may still be in flight),
+    /// `interval_secs` in [1, 86400].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(60..=MAX_DELAY_SECS).contains(&self.delay_secs) {
+            return Err(format!(
+                "query.rollups.delay_secs = {} must be between 60 and {MAX_DELAY_SECS}",
+                self.delay_secs
+            ));
+        }
+        if !(1..=MAX_INTERVAL_SECS).contains(&self.interval_secs) {
+            return Err(format!(
+                "query.rollups.interval_secs = {} must be between 1 and {MAX_INTERVAL_SECS}",
+                self.interval_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollup_settings_are_checked() {
+        assert_eq!(QueryConfig::default().validate(), Ok(()));
+        for bad in [
+            RollupConfig {
+                delay_secs: 0,
+                ..Default::default()
+            },
+            RollupConfig {
+                delay_secs: MAX_DELAY_SECS + 1,
+                ..Default::default()
+            },
+            RollupConfig {
+                interval_secs: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let parsed: QueryConfig =
+            serde_json::from_str(r#"{"rollups": {"delay_secs": 600}}"#).unwrap();
+        assert_eq!(parsed.rollups.delay_secs, 600);
+        assert!(parsed.rollups.enabled);
+        assert!(serde_json::from_str::<QueryConfig>(r#"{"rollups": {"delay": 1}}"#).is_err());
     }
 }

@@ -24,6 +24,8 @@ pub mod config;
 pub mod head;
 pub mod policy;
 pub mod tail;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

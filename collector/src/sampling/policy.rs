@@ -882,7 +882,10 @@ mod tests {
             code: StatusCode::Error as i32,
             message: String::new(),
         });
-        assert_eq!(threshold_of(src, std::slice::from_ref(&ok)), Threshold::NEVER);
+        assert_eq!(
+            threshold_of(src, std::slice::from_ref(&ok)),
+            Threshold::NEVER
+        );
         let set = compile(src);
         let v = eval(&set, &[ok, failed]);
         assert_eq!(v.threshold, Threshold::ALWAYS);
@@ -1514,7 +1517,6 @@ mod tests {
         assert!(format!("{set:?}").contains("RateLimit"));
         // Serialized and parsed again, the config is unchanged.
         let text = toml::to_string(&doc).unwrap();
-        eprintln!("{text}");
         let again: Doc = toml::from_str(&text).unwrap();
         assert_eq!(again, doc);
         let defaults = Tail {
@@ -1537,7 +1539,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("unknown field `threshold`"), "{e}");
-        eprintln!("{e}");
         let e = parse(
             r#"
             [[policies]]
