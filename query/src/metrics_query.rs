@@ -48,7 +48,7 @@ use weft_schemas::Table;
 use weft_schemas::columns::*;
 use weft_schemas::metrics::metric_type;
 
-use crate::{Error, QueryService, Result};
+use crate::{Error, QueryService, Result, rollup};
 
 /// Most buckets one range query may ask for (as Prometheus).
 pub const MAX_STEPS: i64 = 11_000;
@@ -131,6 +131,16 @@ pub struct Selector {
     pub end: Option<i64>,
 }
 
+/// Which data a range query may read (`resolution=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResolutionMode {
+    /// Rollups where they give the same answer as raw points, raw points elsewhere.
+    #[default]
+    Auto,
+    /// Raw points only.
+    Raw,
+}
+
 /// A parsed `query_range` request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeQuery {
@@ -141,6 +151,18 @@ pub struct RangeQuery {
     pub step: i64,
     pub agg: Agg,
     pub group_by: Vec<Label>,
+    pub resolution: ResolutionMode,
+}
+
+impl RangeQuery {
+    /// How far before `start` points are read: counters and cumulative histograms need
+    /// the point before a bucket to know its increase, so those reads start one step early.
+    pub fn lookback(&self) -> i64 {
+        match self.agg {
+            Agg::Rate | Agg::HistogramQuantile(_) => self.step,
+            _ => 0,
+        }
+    }
 }
 
 /// Parses `pairs` accepting only the keys in `allowed` (and `match[..]` when listed).
@@ -194,7 +216,15 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
     let (selector, mut rest) = selector(
         pairs,
         &[
-            "metric", "start", "end", "step", "agg", "q", "group_by", "match",
+            "metric",
+            "start",
+            "end",
+            "step",
+            "agg",
+            "q",
+            "group_by",
+            "match",
+            "resolution",
         ],
     )?;
     let metric = selector
@@ -255,6 +285,15 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
             .map(|k| Label::parse(k.trim()))
             .collect::<Result<Vec<_>>>()?,
     };
+    let resolution = match rest.remove("resolution").as_deref() {
+        None | Some("auto") => ResolutionMode::Auto,
+        Some("raw") => ResolutionMode::Raw,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "resolution={other:?}: expected auto or raw"
+            )));
+        }
+    };
     Ok(RangeQuery {
         metric,
         matchers: selector.matchers,
@@ -263,6 +302,7 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
         step,
         agg,
         group_by,
+        resolution,
     })
 }
 
@@ -527,76 +567,15 @@ async fn series(State(service): State<Arc<QueryService>>, query: Pairs) -> Resul
 
 // ---- GET /api/v1/metrics/query_range --------------------------------------------------------
 
+/// Response header naming the sources a range query read, coarsest first (`1h,1m,raw`).
+pub const RESOLUTION_HEADER: &str = "x-weft-resolution";
+
 async fn query_range(State(service): State<Arc<QueryService>>, query: Pairs) -> Result<Response> {
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     let query = parse_range_query(&pairs(query)?, now)?;
-    let timeout_secs = service.config().timeout_secs;
-    let max_points = service.config().max_result_rows;
-    let run = async {
-        let ctx = service.session()?;
-        let mut engine = Engine::new(&query);
-        let selector = Selector {
-            metric: Some(query.metric.clone()),
-            matchers: query.matchers.clone(),
-            start: Some(query.start),
-            end: Some(query.end),
-        };
-        // Counters and cumulative histograms need the point before a bucket to know its
-        // increase, so those reads start one step early.
-        let lookback = match query.agg {
-            Agg::Rate | Agg::HistogramQuantile(_) => query.step,
-            _ => 0,
-        };
-        let mut projection = vec![
-            col(SERIES_ID),
-            col(METRIC_TYPE),
-            col(AGGREGATION_TEMPORALITY),
-            col(START_TIME),
-            col(TIME),
-            coalesce(vec![
-                col(VALUE_DOUBLE),
-                cast(col(VALUE_INT), DataType::Float64),
-            ])
-            .alias("value"),
-            col(COUNT),
-        ];
-        if matches!(query.agg, Agg::HistogramQuantile(_)) {
-            projection.extend(
-                [
-                    BUCKET_COUNTS,
-                    EXPLICIT_BOUNDS,
-                    EXP_SCALE,
-                    EXP_ZERO_COUNT,
-                    EXP_ZERO_THRESHOLD,
-                    EXP_POSITIVE_OFFSET,
-                    EXP_POSITIVE_BUCKET_COUNTS,
-                    EXP_NEGATIVE_OFFSET,
-                    EXP_NEGATIVE_BUCKET_COUNTS,
-                ]
-                .map(col),
-            );
-        }
-        for (i, label) in query.group_by.iter().enumerate() {
-            projection.push(label.expr().alias(format!("g{i}")));
-        }
-        let mut stream = selected(&ctx, &selector, lookback)
-            .await?
-            .select(projection)?
-            .sort(vec![
-                col(SERIES_ID).sort(true, true),
-                col(TIME).sort(true, true),
-            ])?
-            .execute_stream()
-            .await?;
-        while let Some(batch) = stream.next().await {
-            engine.push_batch(&batch?)?;
-        }
-        engine.finish(max_points)
-    };
-    let (metric_type, series) = tokio::time::timeout(Duration::from_secs(timeout_secs), run)
-        .await
-        .map_err(|_| Error::Timeout(timeout_secs))??;
-    let series: Vec<Value> = series
+    let answer = range(&service, &query).await?;
+    let series: Vec<Value> = answer
+        .series
         .into_iter()
         .map(|(group, points)| {
             let group: serde_json::Map<String, Value> = query
@@ -612,15 +591,295 @@ async fn query_range(State(service): State<Arc<QueryService>>, query: Pairs) -> 
             json!({ "group": group, "points": points })
         })
         .collect();
-    Ok(axum::Json(json!({
+    let mut response = axum::Json(json!({
         "metric": query.metric,
-        "type": metric_type.map(metric_type_name),
+        "type": answer.metric_type.map(metric_type_name),
         "start": rfc3339(query.start),
         "end": rfc3339(query.end),
         "step_seconds": query.step as f64 / 1e9,
+        "resolution": answer.resolution,
         "series": series,
     }))
-    .into_response())
+    .into_response();
+    if let Ok(value) = http::HeaderValue::from_str(&answer.resolution.join(",")) {
+        response.headers_mut().insert(RESOLUTION_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// What [`range`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeAnswer {
+    /// The metric's type (of its first series), `None` when nothing matched.
+    pub metric_type: Option<i8>,
+    pub series: Series,
+    /// The sources read, coarsest first: `"1h"`, `"1m"` (rollups, see [`crate::rollup`])
+    /// and `"raw"` (the `metrics` table).
+    pub resolution: Vec<&'static str>,
+}
+
+/// Runs a range query within the query time limit. Hours with a rollup whose buckets fit
+/// in the query's step buckets are read from the rollup, the rest from raw points; both
+/// streams are merged per series in time order into one [`Engine`], so the answer is the
+/// one raw points give (see [`crate::rollup`]).
+pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAnswer> {
+    let timeout_secs = service.config().timeout_secs;
+    let max_points = service.config().max_result_rows;
+    let run = async {
+        let window = (query.start.saturating_sub(query.lookback()), query.end);
+        let plan = match query.resolution {
+            ResolutionMode::Raw => rollup::SourcePlan::raw_only(window),
+            ResolutionMode::Auto => {
+                rollup::plan_sources(service, window, query.start, query.step).await?
+            }
+        };
+        let ctx = service.session()?;
+        let quantile = matches!(query.agg, Agg::HistogramQuantile(_));
+        let groups: Vec<Expr> = query
+            .group_by
+            .iter()
+            .enumerate()
+            .map(|(i, label)| label.expr().alias(format!("g{i}")))
+            .collect();
+        let mut inputs = Vec::new();
+        if !plan.raw.is_empty() {
+            let mut projection = vec![
+                col(SERIES_ID),
+                col(METRIC_TYPE),
+                col(AGGREGATION_TEMPORALITY),
+                col(START_TIME),
+                col(TIME),
+                coalesce(vec![
+                    col(VALUE_DOUBLE),
+                    cast(col(VALUE_INT), DataType::Float64),
+                ])
+                .alias("value"),
+                col(COUNT),
+            ];
+            if quantile {
+                projection.extend(HIST_COLUMNS.map(col));
+            }
+            projection.extend(groups.iter().cloned());
+            let df = matching(ctx.table(Table::Metrics.name()).await?, query)?;
+            let stream = within(df, &plan.raw)?
+                .select(projection)?
+                .sort(vec![
+                    col(SERIES_ID).sort(true, true),
+                    col(TIME).sort(true, true),
+                ])?
+                .execute_stream()
+                .await?;
+            inputs.push(Input::new(stream, Source::Raw, plan.raw.clone()));
+        }
+        for source in &plan.rollups {
+            let table = rollup::RollupTable::with_files(
+                service,
+                source.resolution,
+                source.files.clone(),
+            );
+            let df = matching(ctx.read_table(Arc::new(table))?, query)?;
+            let mut projection: Vec<Expr> = [
+                SERIES_ID,
+                METRIC_TYPE,
+                AGGREGATION_TEMPORALITY,
+                TIME,
+                rollup::columns::FIRST_TIME,
+                rollup::columns::LAST_TIME,
+                rollup::columns::POINTS,
+                rollup::columns::FIRST_START_TIME,
+                rollup::columns::LAST_START_TIME,
+                rollup::columns::SUM,
+                rollup::columns::FIRST_VALUE,
+                rollup::columns::LAST_VALUE,
+                rollup::columns::INCREASE,
+                rollup::columns::COUNT,
+                rollup::columns::FIRST_COUNT,
+                rollup::columns::LAST_COUNT,
+            ]
+            .map(col)
+            .to_vec();
+            if quantile {
+                projection.extend(rollup::columns::HISTOGRAMS.map(col));
+            }
+            projection.extend(groups.iter().cloned());
+            let stream = within(df, &source.intervals)?
+                .select(projection)?
+                .sort(vec![
+                    col(SERIES_ID).sort(true, true),
+                    col(TIME).sort(true, true),
+                    col(rollup::columns::FIRST_TIME).sort(true, true),
+                ])?
+                .execute_stream()
+                .await?;
+            inputs.push(Input::new(
+                stream,
+                Source::Rollup,
+                source.intervals.clone(),
+            ));
+        }
+        let mut engine = Engine::new(query);
+        merge_into(&mut engine, inputs).await?;
+        let (metric_type, series) = engine.finish(max_points)?;
+        Ok::<_, Error>(RangeAnswer {
+            metric_type,
+            series,
+            resolution: plan.names(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(timeout_secs), run)
+        .await
+        .map_err(|_| Error::Timeout(timeout_secs))?
+}
+
+const HIST_COLUMNS: [&str; 9] = [
+    BUCKET_COUNTS,
+    EXPLICIT_BOUNDS,
+    EXP_SCALE,
+    EXP_ZERO_COUNT,
+    EXP_ZERO_THRESHOLD,
+    EXP_POSITIVE_OFFSET,
+    EXP_POSITIVE_BUCKET_COUNTS,
+    EXP_NEGATIVE_OFFSET,
+    EXP_NEGATIVE_BUCKET_COUNTS,
+];
+
+/// `df` (the `metrics` table or a rollup table) restricted to the query's metric and
+/// matchers.
+fn matching(mut df: DataFrame, query: &RangeQuery) -> Result<DataFrame> {
+    df = df.filter(col(METRIC_NAME).eq(lit(query.metric.as_str())))?;
+    for (label, value) in &query.matchers {
+        df = df.filter(label.expr().eq(lit(value.as_str())))?;
+    }
+    Ok(df)
+}
+
+/// Most time intervals sent to DataFusion as one OR; beyond, only their bounding range
+/// is (and the rows are checked here).
+const MAX_FILTER_INTERVALS: usize = 64;
+
+/// `df` restricted to `time` in one of the sorted, disjoint `intervals` `[a, b)`: their
+/// bounding range as two conjuncts (which the cluster's scan uses to pick files and
+/// hours), plus the exact OR of them when there are few.
+fn within(mut df: DataFrame, intervals: &[(i64, i64)]) -> Result<DataFrame> {
+    let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
+        return Ok(df.filter(lit(false))?);
+    };
+    df = df
+        .filter(col(TIME).gt_eq(ts(first.0)))?
+        .filter(col(TIME).lt(ts(last.1)))?;
+    if intervals.len() > 1 && intervals.len() <= MAX_FILTER_INTERVALS {
+        let any = intervals
+            .iter()
+            .map(|&(a, b)| col(TIME).gt_eq(ts(a)).and(col(TIME).lt(ts(b))))
+            .reduce(Expr::or)
+            .expect("at least two intervals");
+        df = df.filter(any)?;
+    }
+    Ok(df)
+}
+
+/// Whether `t` lies in one of the sorted, disjoint `intervals`.
+pub(crate) fn in_intervals(intervals: &[(i64, i64)], t: i64) -> bool {
+    let after = intervals.partition_point(|&(a, _)| a <= t);
+    after > 0 && t < intervals[after - 1].1
+}
+
+/// Where an input's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The `metrics` table: one row per point.
+    Raw,
+    /// A rollup table: one row per series and bucket.
+    Rollup,
+}
+
+/// One row of an input, as the engine takes it.
+enum Item {
+    Point(Point),
+    Segment(Segment),
+}
+
+impl Item {
+    /// Inputs are merged in this order: by series, then time (the intervals of the inputs
+    /// are disjoint, so any time inside a segment orders it).
+    fn key(&self) -> (u64, i64) {
+        match self {
+            Item::Point(p) => (p.series_id, p.time),
+            Item::Segment(s) => (s.series_id, s.first_time),
+        }
+    }
+}
+
+/// A stream ordered by (series_id, time), decoded one batch at a time.
+struct Input {
+    stream: datafusion::execution::SendableRecordBatchStream,
+    source: Source,
+    /// Rows outside these are dropped (DataFusion may get only their bounding range).
+    intervals: Vec<(i64, i64)>,
+    items: std::vec::IntoIter<Item>,
+    head: Option<Item>,
+    done: bool,
+}
+
+impl Input {
+    fn new(
+        stream: datafusion::execution::SendableRecordBatchStream,
+        source: Source,
+        intervals: Vec<(i64, i64)>,
+    ) -> Self {
+        Self {
+            stream,
+            source,
+            intervals,
+            items: Vec::new().into_iter(),
+            head: None,
+            done: false,
+        }
+    }
+
+    /// Makes `head` the next row, unless the input is exhausted.
+    async fn fill(&mut self, engine: &Engine) -> Result<()> {
+        while self.head.is_none() && !self.done {
+            if let Some(item) = self.items.next() {
+                self.head = Some(item);
+                break;
+            }
+            match self.stream.next().await {
+                Some(batch) => {
+                    let batch = batch?;
+                    let items = match self.source {
+                        Source::Raw => engine.decode_points(&batch, &self.intervals)?,
+                        Source::Rollup => engine.decode_segments(&batch, &self.intervals)?,
+                    };
+                    self.items = items.into_iter();
+                }
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Feeds the rows of every input to `engine` in (series_id, time) order.
+async fn merge_into(engine: &mut Engine, mut inputs: Vec<Input>) -> Result<()> {
+    loop {
+        for input in &mut inputs {
+            input.fill(engine).await?;
+        }
+        let next = inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, input)| input.head.as_ref().map(|item| (item.key(), i)))
+            .min();
+        let Some((_, i)) = next else {
+            return Ok(());
+        };
+        match inputs[i].head.take() {
+            Some(Item::Point(point)) => engine.push(point)?,
+            Some(Item::Segment(segment)) => engine.push_segment(segment)?,
+            None => {}
+        }
+    }
 }
 
 // ---- the range-query engine -----------------------------------------------------------------
@@ -669,14 +928,15 @@ impl Hist {
         Self::from_buckets(buckets)
     }
 
-    fn from_buckets(mut buckets: Vec<(f64, f64)>) -> Self {
+    /// From (upper bound, count) buckets in any order.
+    pub fn from_buckets(mut buckets: Vec<(f64, f64)>) -> Self {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let count = buckets.iter().map(|b| b.1).sum();
         Self { buckets, count }
     }
 
     /// Adds `other`'s counts bucket by bucket (matched by upper bound).
-    fn merge(&mut self, other: &Hist) {
+    pub fn merge(&mut self, other: &Hist) {
         let mut merged: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
         for (bound, count) in self.buckets.iter().chain(&other.buckets) {
             merged.entry(bound.to_bits()).or_insert((*bound, 0.0)).1 += count;
@@ -686,7 +946,7 @@ impl Hist {
 
     /// The increase from `prev` to `self` (both cumulative), or `None` after a reset
     /// (fewer observations, or a bucket that went down: new layout or restarted series).
-    fn increase_since(&self, prev: &Hist) -> Option<Hist> {
+    pub fn increase_since(&self, prev: &Hist) -> Option<Hist> {
         if self.count < prev.count {
             return None;
         }
@@ -738,6 +998,33 @@ impl Hist {
     }
 }
 
+/// Whether a cumulative series restarted between two points: both have a start time and
+/// it changed.
+pub(crate) fn restarted(prev_start: Option<i64>, start: Option<i64>) -> bool {
+    prev_start.is_some() && start.is_some() && prev_start != start
+}
+
+/// The increase of a cumulative counter from its previous point `(prev_start,
+/// prev_value)` to `(start, v)`. A value below the previous one, or a new start time, is
+/// a reset: the counter restarted from zero, so the whole value is the increase.
+pub(crate) fn counter_step(prev_start: Option<i64>, prev_value: f64, start: Option<i64>, v: f64) -> f64 {
+    if restarted(prev_start, start) || v < prev_value {
+        v
+    } else {
+        v - prev_value
+    }
+}
+
+/// The bucket-count increase of a cumulative histogram since its previous point; after a
+/// restart or a reset (a count went down) the whole histogram.
+pub(crate) fn hist_step(prev_start: Option<i64>, prev: &Hist, start: Option<i64>, hist: Hist) -> Hist {
+    if restarted(prev_start, start) {
+        hist
+    } else {
+        hist.increase_since(prev).unwrap_or(hist)
+    }
+}
+
 /// One stored point, as the engine sees it.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -754,6 +1041,42 @@ pub struct Point {
 }
 
 impl Point {
+    fn is_delta(&self) -> bool {
+        self.temporality == Some(1)
+    }
+}
+
+/// One rollup row: what one series' points inside one rollup bucket add up to, for a
+/// bucket that lies inside one step bucket of the query (see [`crate::rollup`] for the
+/// columns it comes from).
+#[derive(Debug, Clone, Default)]
+pub struct Segment {
+    pub series_id: u64,
+    pub group: Vec<Option<String>>,
+    pub metric_type: i8,
+    pub temporality: Option<i8>,
+    pub first_time: i64,
+    pub last_time: i64,
+    /// Points in the bucket; with two or more, the increases between them are known.
+    pub points: u64,
+    pub first_start: Option<i64>,
+    pub last_start: Option<i64>,
+    /// Gauges and sums: the sum of the values (delta sums) and the last value.
+    pub sum: Option<f64>,
+    pub last_value: Option<f64>,
+    /// The counter a rate reads (sums: the value; histograms and summaries: the count):
+    /// its first and last value, and its increase inside the bucket (delta: the sum).
+    pub counter_first: Option<f64>,
+    pub counter_last: Option<f64>,
+    pub counter_increase: Option<f64>,
+    /// Histograms: merged counts (delta) or the increase inside the bucket (cumulative),
+    /// and for cumulative ones the first and last point's histogram.
+    pub hist: Option<Hist>,
+    pub first_hist: Option<Hist>,
+    pub last_hist: Option<Hist>,
+}
+
+impl Segment {
     fn is_delta(&self) -> bool {
         self.temporality == Some(1)
     }
@@ -859,24 +1182,34 @@ impl Engine {
         }
     }
 
-    /// Adds one point; points must come ordered by (series_id, time).
-    pub fn push(&mut self, point: Point) -> Result<()> {
-        self.metric_type.get_or_insert(point.metric_type);
-        self.check_type(point.metric_type)?;
+    /// Starts a new cursor when `series_id` is not the current series.
+    fn enter(&mut self, series_id: u64, group: &[Option<String>], metric_type: i8) -> Result<()> {
+        self.metric_type.get_or_insert(metric_type);
+        self.check_type(metric_type)?;
         if self
             .cursor
             .as_ref()
-            .is_none_or(|c| c.series_id != point.series_id)
+            .is_none_or(|c| c.series_id != series_id)
         {
             self.flush();
             self.cursor = Some(Cursor {
-                series_id: point.series_id,
-                group: point.group.clone(),
+                series_id,
+                group: group.to_vec(),
                 prev_value: None,
                 prev_hist: None,
                 pending: None,
             });
         }
+        Ok(())
+    }
+
+    fn cursor(&mut self) -> &mut Cursor {
+        self.cursor.as_mut().expect("enter() sets the cursor")
+    }
+
+    /// Adds one point; points must come ordered by (series_id, time).
+    pub fn push(&mut self, point: Point) -> Result<()> {
+        self.enter(point.series_id, &point.group, point.metric_type)?;
         let bucket = (point.time - self.start).div_euclid(self.step);
         let sample = match self.agg {
             Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Count => {
@@ -896,8 +1229,7 @@ impl Engine {
                 let increase = if point.is_delta() {
                     Some(v)
                 } else {
-                    let cursor = self.cursor.as_mut().expect("cursor set above");
-                    let prev = cursor.prev_value.replace((point.start_time, v));
+                    let prev = self.cursor().prev_value.replace((point.start_time, v));
                     self.counter_increase(prev, point.start_time, v)
                 };
                 increase.map(Sample::Sum)
@@ -910,30 +1242,83 @@ impl Engine {
                 let increase = if delta {
                     Some(hist)
                 } else {
-                    let cursor = self.cursor.as_mut().expect("cursor set above");
-                    let prev = cursor.prev_hist.replace((point.start_time, hist.clone()));
-                    match prev {
-                        Some((prev_start, prev)) => {
-                            let restarted = prev_start.is_some()
-                                && point.start_time.is_some()
-                                && prev_start != point.start_time;
-                            if restarted {
-                                Some(hist)
-                            } else {
-                                Some(hist.increase_since(&prev).unwrap_or(hist))
-                            }
-                        }
-                        None => self.began_in_window(point.start_time).then_some(hist),
-                    }
+                    let prev = self
+                        .cursor()
+                        .prev_hist
+                        .replace((point.start_time, hist.clone()));
+                    self.hist_increase(prev, point.start_time, hist)
                 };
                 increase.map(Sample::Hist)
             }
         };
+        self.add(bucket, sample);
+        Ok(())
+    }
+
+    /// Adds one rollup row; with points, rows must come ordered by (series_id, time), and
+    /// the row's bucket must lie inside one step bucket (or inside the lookback).
+    pub fn push_segment(&mut self, s: Segment) -> Result<()> {
+        self.enter(s.series_id, &s.group, s.metric_type)?;
+        let bucket = (s.first_time - self.start).div_euclid(self.step);
+        debug_assert_eq!(bucket, (s.last_time - self.start).div_euclid(self.step));
+        let delta = s.is_delta();
+        // Raw points add one sample each; a segment adds what its points add together.
+        // Without a previous point, a cumulative segment's first point adds nothing
+        // (unless the series began in the window) and the rest add the inner increase.
+        let sample = match self.agg {
+            Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Count => {
+                if delta {
+                    s.sum.map(Sample::Sum)
+                } else {
+                    s.last_value.map(Sample::Last)
+                }
+            }
+            Agg::Rate => {
+                if delta {
+                    s.counter_increase.map(Sample::Sum)
+                } else {
+                    let (Some(first), Some(last)) = (s.counter_first, s.counter_last) else {
+                        return Ok(());
+                    };
+                    let prev = self.cursor().prev_value.replace((s.last_start, last));
+                    let inner = s.counter_increase.unwrap_or(0.0);
+                    match self.counter_increase(prev, s.first_start, first) {
+                        Some(boundary) => Some(Sample::Sum(boundary + inner)),
+                        None => (s.points >= 2).then_some(Sample::Sum(inner)),
+                    }
+                }
+            }
+            Agg::HistogramQuantile(_) => {
+                if delta {
+                    s.hist.map(Sample::Hist)
+                } else {
+                    let Some(first) = s.first_hist else {
+                        return Ok(());
+                    };
+                    let last = s.last_hist.unwrap_or_else(|| first.clone());
+                    let prev = self.cursor().prev_hist.replace((s.last_start, last));
+                    let inner = s.hist.unwrap_or_default();
+                    match self.hist_increase(prev, s.first_start, first) {
+                        Some(mut boundary) => {
+                            boundary.merge(&inner);
+                            Some(Sample::Hist(boundary))
+                        }
+                        None => (s.points >= 2).then_some(Sample::Hist(inner)),
+                    }
+                }
+            }
+        };
+        self.add(bucket, sample);
+        Ok(())
+    }
+
+    /// Adds the current series' sample for `bucket` (none: nothing to add).
+    fn add(&mut self, bucket: i64, sample: Option<Sample>) {
         // Points before `start` only served as "previous".
         let (Some(sample), true) = (sample, bucket >= 0) else {
-            return Ok(());
+            return;
         };
-        let cursor = self.cursor.as_mut().expect("cursor set above");
+        let cursor = self.cursor();
         match cursor.pending.take() {
             Some((b, pending)) if b == bucket => {
                 cursor.pending = Some((bucket, combine(pending, sample)));
@@ -942,19 +1327,18 @@ impl Engine {
                 // A new bucket: the series' previous one is complete.
                 cursor.pending = earlier;
                 self.flush();
-                self.cursor.as_mut().expect("cursor set above").pending = Some((bucket, sample));
+                self.cursor().pending = Some((bucket, sample));
             }
         }
-        Ok(())
     }
 
     fn began_in_window(&self, start_time: Option<i64>) -> bool {
         start_time.is_some_and(|s| s >= self.window_start)
     }
 
-    /// The increase of a cumulative counter since its previous point. A value below the
-    /// previous one, or a new start time, is a reset: the counter restarted from zero, so
-    /// the whole value is the increase.
+    /// The increase of a cumulative counter since its previous point (see
+    /// [`counter_step`]); without one, the whole value when the series began inside the
+    /// read window, else unknown.
     fn counter_increase(
         &self,
         prev: Option<(Option<i64>, f64)>,
@@ -962,15 +1346,21 @@ impl Engine {
         v: f64,
     ) -> Option<f64> {
         match prev {
-            Some((prev_start, prev_value)) => {
-                let restarted = prev_start.is_some() && start.is_some() && prev_start != start;
-                Some(if restarted || v < prev_value {
-                    v
-                } else {
-                    v - prev_value
-                })
-            }
+            Some((prev_start, prev_value)) => Some(counter_step(prev_start, prev_value, start, v)),
             None => self.began_in_window(start).then_some(v),
+        }
+    }
+
+    /// [`Engine::counter_increase`] for cumulative histograms (see [`hist_step`]).
+    fn hist_increase(
+        &self,
+        prev: Option<(Option<i64>, Hist)>,
+        start: Option<i64>,
+        hist: Hist,
+    ) -> Option<Hist> {
+        match prev {
+            Some((prev_start, prev)) => Some(hist_step(prev_start, &prev, start, hist)),
+            None => self.began_in_window(start).then_some(hist),
         }
     }
 
@@ -1003,8 +1393,8 @@ impl Engine {
         )))
     }
 
-    /// Reads the rows of one batch of the range query's projection.
-    fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// The points of one batch of the raw projection whose time is in `intervals`.
+    fn decode_points(&self, batch: &RecordBatch, intervals: &[(i64, i64)]) -> Result<Vec<Item>> {
         let ids: &UInt64Array = column(batch, SERIES_ID)?;
         let types: &Int8Array = column(batch, METRIC_TYPE)?;
         let temporality: &Int8Array = column(batch, AGGREGATION_TEMPORALITY)?;
@@ -1012,32 +1402,129 @@ impl Engine {
         let times: &TimestampNanosecondArray = column(batch, TIME)?;
         let values: &Float64Array = column(batch, "value")?;
         let counts: &UInt64Array = column(batch, COUNT)?;
-        let groups = (0..self.group_columns)
-            .map(|i| strings(batch, &format!("g{i}")))
-            .collect::<Result<Vec<_>>>()?;
+        let groups = self.group_columns(batch)?;
         let hist = matches!(self.agg, Agg::HistogramQuantile(_))
             .then(|| HistColumns::new(batch))
             .transpose()?;
-        let opt_i64 = |a: &TimestampNanosecondArray, row| (!a.is_null(row)).then(|| a.value(row));
+        let mut items = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
+            let time = times.value(row);
+            if !in_intervals(intervals, time) {
+                continue;
+            }
             let t = types.value(row);
-            let point = Point {
+            items.push(Item::Point(Point {
                 series_id: ids.value(row),
                 group: groups.iter().map(|g| opt_string(g, row)).collect(),
                 metric_type: t,
-                temporality: (!temporality.is_null(row)).then(|| temporality.value(row)),
-                start_time: opt_i64(starts, row),
-                time: times.value(row),
+                temporality: opt_i8(temporality, row),
+                start_time: opt_ts(starts, row),
+                time,
                 value: (!values.is_null(row)).then(|| values.value(row)),
                 count: (!counts.is_null(row)).then(|| counts.value(row)),
                 hist: match &hist {
                     Some(h) => h.read(t, row),
                     None => None,
                 },
-            };
-            self.push(point)?;
+            }));
         }
-        Ok(())
+        Ok(items)
+    }
+
+    /// The segments of one batch of a rollup projection whose bucket start is in
+    /// `intervals`.
+    fn decode_segments(&self, batch: &RecordBatch, intervals: &[(i64, i64)]) -> Result<Vec<Item>> {
+        use crate::rollup::columns as rc;
+        let ids: &UInt64Array = column(batch, SERIES_ID)?;
+        let types: &Int8Array = column(batch, METRIC_TYPE)?;
+        let temporality: &Int8Array = column(batch, AGGREGATION_TEMPORALITY)?;
+        let times: &TimestampNanosecondArray = column(batch, TIME)?;
+        let first_times: &TimestampNanosecondArray = column(batch, rc::FIRST_TIME)?;
+        let last_times: &TimestampNanosecondArray = column(batch, rc::LAST_TIME)?;
+        let points: &UInt64Array = column(batch, rc::POINTS)?;
+        let first_starts: &TimestampNanosecondArray = column(batch, rc::FIRST_START_TIME)?;
+        let last_starts: &TimestampNanosecondArray = column(batch, rc::LAST_START_TIME)?;
+        let sums: &Float64Array = column(batch, rc::SUM)?;
+        let first_values: &Float64Array = column(batch, rc::FIRST_VALUE)?;
+        let last_values: &Float64Array = column(batch, rc::LAST_VALUE)?;
+        let increases: &Float64Array = column(batch, rc::INCREASE)?;
+        let counts: &UInt64Array = column(batch, rc::COUNT)?;
+        let first_counts: &UInt64Array = column(batch, rc::FIRST_COUNT)?;
+        let last_counts: &UInt64Array = column(batch, rc::LAST_COUNT)?;
+        let groups = self.group_columns(batch)?;
+        let hists = matches!(self.agg, Agg::HistogramQuantile(_))
+            .then(|| {
+                rc::HISTOGRAMS
+                    .iter()
+                    .map(|name| column::<ListArray>(batch, name))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let hist = |pair: usize, row: usize| -> Option<Hist> {
+            let lists = hists.as_ref()?;
+            let (bounds, counts) = (lists[2 * pair], lists[2 * pair + 1]);
+            if bounds.is_null(row) || counts.is_null(row) {
+                return None;
+            }
+            let bounds = bounds.value(row);
+            let counts = counts.value(row);
+            let buckets = bounds
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .zip(counts.as_primitive::<UInt64Type>().values())
+                .map(|(b, c)| (*b, *c as f64))
+                .collect();
+            Some(Hist::from_buckets(buckets))
+        };
+        let f64_of = |a: &Float64Array, row| (!a.is_null(row)).then(|| a.value(row));
+        let u64_of = |a: &UInt64Array, row| (!a.is_null(row)).then(|| a.value(row) as f64);
+        let mut items = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            if !in_intervals(intervals, times.value(row)) {
+                continue;
+            }
+            let t = types.value(row);
+            let (counter_first, counter_last, counter_increase) = if t == metric_type::SUM {
+                (
+                    f64_of(first_values, row),
+                    f64_of(last_values, row),
+                    f64_of(increases, row),
+                )
+            } else {
+                (
+                    u64_of(first_counts, row),
+                    u64_of(last_counts, row),
+                    u64_of(counts, row),
+                )
+            };
+            items.push(Item::Segment(Segment {
+                series_id: ids.value(row),
+                group: groups.iter().map(|g| opt_string(g, row)).collect(),
+                metric_type: t,
+                temporality: opt_i8(temporality, row),
+                first_time: first_times.value(row),
+                last_time: last_times.value(row),
+                points: points.value(row),
+                first_start: opt_ts(first_starts, row),
+                last_start: opt_ts(last_starts, row),
+                sum: f64_of(sums, row),
+                last_value: f64_of(last_values, row),
+                counter_first,
+                counter_last,
+                counter_increase,
+                hist: hist(0, row),
+                first_hist: hist(1, row),
+                last_hist: hist(2, row),
+            }));
+        }
+        Ok(items)
+    }
+
+    fn group_columns(&self, batch: &RecordBatch) -> Result<Vec<StringArray>> {
+        (0..self.group_columns)
+            .map(|i| strings(batch, &format!("g{i}")))
+            .collect()
     }
 
     /// The metric's type and the result, non-empty buckets only. Fails when the result
@@ -1092,8 +1579,16 @@ fn combine(a: Sample, b: Sample) -> Sample {
     }
 }
 
-/// The histogram columns of the range query's projection.
-struct HistColumns<'a> {
+fn opt_i8(a: &Int8Array, row: usize) -> Option<i8> {
+    (!a.is_null(row)).then(|| a.value(row))
+}
+
+fn opt_ts(a: &TimestampNanosecondArray, row: usize) -> Option<i64> {
+    (!a.is_null(row)).then(|| a.value(row))
+}
+
+/// The histogram columns of the `metrics` table in a batch (raw range queries, rollups).
+pub(crate) struct HistColumns<'a> {
     counts: &'a ListArray,
     bounds: &'a ListArray,
     scale: &'a Int32Array,
@@ -1106,7 +1601,7 @@ struct HistColumns<'a> {
 }
 
 impl<'a> HistColumns<'a> {
-    fn new(batch: &'a RecordBatch) -> Result<Self> {
+    pub(crate) fn new(batch: &'a RecordBatch) -> Result<Self> {
         Ok(Self {
             counts: column(batch, BUCKET_COUNTS)?,
             bounds: column(batch, EXPLICIT_BOUNDS)?,
@@ -1130,7 +1625,8 @@ impl<'a> HistColumns<'a> {
             .to_vec()
     }
 
-    fn read(&self, metric_type: i8, row: usize) -> Option<Hist> {
+    /// The histogram of `row` (`None` unless `metric_type` is a histogram).
+    pub(crate) fn read(&self, metric_type: i8, row: usize) -> Option<Hist> {
         match metric_type {
             metric_type::HISTOGRAM => {
                 let counts = Self::u64s(self.counts, row);

@@ -88,6 +88,15 @@ impl TestServer {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Sends a signal by name (`-HUP`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// SIGKILL: no shutdown code runs, buffered data is only in the WAL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
