@@ -16,7 +16,7 @@
 //!
 //! | view | one row per | columns |
 //! | --- | --- | --- |
-//! | `traces` | trace | `trace_id`, `start_time`, `end_time`, `duration_ns`, `root_service`, `root_operation`, `span_count`, `error_count`, `services` |
+//! | `traces` | trace | `trace_id`, `start_time`, `end_time`, `duration_ns`, `root_service`, `root_operation`, `span_count`, `error_count`, `services`, `sample_weight` |
 //! | `span_edges` | parent → child span pair whose services differ | `time`, `trace_id`, `parent_service`, `parent_operation`, `child_service`, `child_operation`, `child_kind`, `duration_ns`, `is_error`, `sample_weight` |
 //! | `latency` | service, operation and minute | `minute`, `service`, `operation`, `count`, `errors`, `p50_ns`, `p95_ns`, `p99_ns`, `max_ns` |
 //! | `metric_points` | metric data point | `time`, `start_time`, `metric_name`, `metric_type`, `unit`, `service_name`, `attributes`, `value`, `count`, `sum`, `min`, `max`, `temporality`, `is_monotonic`, `series_id` |
@@ -24,6 +24,9 @@
 //! - `traces`: the root is the span without a parent; a trace whose root has not arrived
 //!   (or was never sent) takes its earliest span instead. `end_time` is the latest span
 //!   end, `duration_ns = end_time - start_time`. `services` is the sorted distinct list.
+//!   `sample_weight` is the trace's adjusted count (the largest of its spans'; tail
+//!   sampling gives every span of a trace the same one), so `SUM(sample_weight)` estimates
+//!   how many traces there were before sampling.
 //!   An error is a span with status code 2 (`STATUS_CODE_ERROR`).
 //! - `span_edges` is a plain self-join of `spans` on (trace_id, parent_span_id = span_id):
 //!   fine for a time window, but for large ranges the `service_graph(...)` table function
@@ -62,7 +65,8 @@ pub const VIEWS: [(&str, &str); 4] = [
                 ORDER BY parent_span_id IS NOT NULL, start_time) AS root_operation,
             count(*) AS span_count,
             sum(CASE WHEN status_code = 2 THEN 1 ELSE 0 END) AS error_count,
-            array_sort(array_agg(DISTINCT arrow_cast(service_name, 'Utf8'))) AS services
+            array_sort(array_agg(DISTINCT arrow_cast(service_name, 'Utf8'))) AS services,
+            max(sample_weight) AS sample_weight
          FROM spans
          GROUP BY trace_id",
     ),
