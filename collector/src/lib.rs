@@ -86,6 +86,10 @@ pub struct CollectorOptions {
     /// Apply `sampling.head` here: `weft up`, where the collector is also the ingest tier.
     /// Collectors behind `weft ingest` get spans the ingest node already head-sampled.
     pub head_sampling: bool,
+    /// Apply `sampling.metrics` (rules and cardinality limits). Exact only where one node
+    /// sees every point of a series: `weft up`. In a cluster, ingest spreads a series'
+    /// requests over collectors by body hash, so per-node limits would disagree.
+    pub metrics_limits: bool,
     pub telemetry: Arc<Telemetry>,
 }
 
@@ -94,6 +98,7 @@ impl Default for CollectorOptions {
         Self {
             sampling: SamplingConfig::default(),
             head_sampling: true,
+            metrics_limits: true,
             telemetry: Telemetry::new(),
         }
     }
@@ -107,6 +112,7 @@ pub struct Collector {
     telemetry: Arc<Telemetry>,
     head: Option<HeadSampler>,
     tail: Arc<TailSampler>,
+    metrics_limiter: Option<metrics_limits::MetricsLimiter>,
     /// Bytes of request bodies being processed (memory bound for receivers).
     inflight: Arc<Semaphore>,
     /// Wakes the flusher early (buffer over its flush size, or admission refused).
@@ -140,6 +146,11 @@ impl Collector {
         let tail = Arc::new(
             TailSampler::new(&options.sampling.tail, telemetry.clone()).map_err(Error::Config)?,
         );
+        let metrics_limiter = options
+            .metrics_limits
+            .then(|| metrics_limits::MetricsLimiter::new(&options.sampling.metrics, telemetry.clone()))
+            .transpose()
+            .map_err(Error::Config)?;
         let store = Arc::new(Store::open(
             &config.data_dir,
             &config.default_tenant,
@@ -209,6 +220,7 @@ impl Collector {
             telemetry,
             head,
             tail,
+            metrics_limiter,
             inflight,
             flush_now: Arc::new(Notify::new()),
         });
@@ -227,6 +239,9 @@ impl Collector {
             head.reload(&sampling.head).map_err(Error::Config)?;
         }
         self.tail.reload(&sampling.tail).map_err(Error::Config)?;
+        if let Some(limiter) = &self.metrics_limiter {
+            limiter.reload(&sampling.metrics).map_err(Error::Config)?;
+        }
         Ok(())
     }
 
@@ -343,7 +358,13 @@ impl Collector {
     /// Accepts an OTLP metrics export. `body` is the decompressed request body.
     pub async fn export_metrics(&self, body: Bytes, format: Format) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, payload) = decode_metrics_body(body, format)?;
+        let (mut request, mut payload) = decode_metrics_body(body, format)?;
+        if let Some(limiter) = self.metrics_limiter.as_ref().filter(|l| !l.is_noop())
+            && limiter.apply_otlp(&mut request).changed
+        {
+            // The WAL stores the rewritten request, so replay gives back the same rows.
+            payload = Bytes::from(request.encode_to_vec());
+        }
         let converted = weft_schemas::metrics::from_otlp(&request);
         self.commit(RecordKind::OtlpMetrics, payload, converted)
             .await
@@ -352,7 +373,10 @@ impl Collector {
     /// Accepts a Prometheus remote-write body (snappy-compressed `WriteRequest`).
     pub async fn export_prometheus(&self, snappy_body: Bytes) -> Result<ExportOutcome> {
         self.admit()?;
-        let request = weft_schemas::prometheus::decode_remote_write(&snappy_body)?;
+        let mut request = weft_schemas::prometheus::decode_remote_write(&snappy_body)?;
+        if let Some(limiter) = self.metrics_limiter.as_ref().filter(|l| !l.is_noop()) {
+            limiter.apply_remote_write(&mut request);
+        }
         let payload = Bytes::from(request.encode_to_vec());
         let converted = weft_schemas::prometheus::metrics_from_remote_write(&request);
         self.commit(RecordKind::PrometheusWrite, payload, converted)

@@ -62,6 +62,8 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
             sampling: config.sampling.clone(),
             // Ingest nodes head-sample; collectors tail-sample what they own.
             head_sampling: false,
+            // Not exact when a series' points spread over collectors (see CollectorOptions).
+            metrics_limits: false,
             telemetry: telemetry.clone(),
         },
     )

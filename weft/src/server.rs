@@ -59,6 +59,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         CollectorOptions {
             sampling: config.sampling.clone(),
             head_sampling: true,
+            metrics_limits: true,
             telemetry: telemetry.clone(),
         },
     )

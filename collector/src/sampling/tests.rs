@@ -51,6 +51,7 @@ fn open(dir: &std::path::Path, sampling: SamplingConfig) -> Arc<Collector> {
         CollectorOptions {
             sampling,
             head_sampling: true,
+            metrics_limits: true,
             telemetry: Telemetry::new(),
         },
     )

@@ -256,3 +256,89 @@ async fn wait_metric(url: &str, series: &str, value: f64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A delta counter `requests` with one point per `user` series at `time`.
+fn counter_body(users: std::ops::Range<u64>, time: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point,
+    };
+    let points = users
+        .map(|u| NumberDataPoint {
+            attributes: vec![KeyValue {
+                key: "user".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("u{u}"))),
+                }),
+                ..Default::default()
+            }],
+            start_time_unix_nano: time - 10_000_000_000,
+            time_unix_nano: time,
+            value: Some(number_data_point::Value::AsDouble(u as f64 + 0.5)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("api".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "requests".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn cardinality_limit_keeps_totals_in_the_overflow_series() {
+    let server = TestServer::start(&["--set", "sampling.metrics.max_series_per_metric=10"]);
+    let url = server.http_url("/v1/metrics");
+    let mut sent = 0.0;
+    // 40 series, twice, in requests of 10 series each.
+    for (round, time) in [T0, T0 + 10_000_000_000].into_iter().enumerate() {
+        for start in (0..40).step_by(10) {
+            export(&url, counter_body(start..start + 10, time + round as u64)).await;
+            sent += (start..start + 10).map(|u| u as f64 + 0.5).sum::<f64>();
+        }
+    }
+    let rows = server
+        .sql(
+            "SELECT count(DISTINCT series_id) AS series, sum(value) AS total, \
+             sum(CASE WHEN attributes['otel.metric.overflow'] = 'true' THEN 1 ELSE 0 END) \
+             AS overflow_points FROM metric_points WHERE metric_name = 'requests'",
+        )
+        .await;
+    assert_eq!(rows[0]["series"], 11, "10 admitted + the overflow series");
+    assert_eq!(rows[0]["total"].as_f64().unwrap(), sent);
+    // The 30 series over the limit became one point per request of them (merged).
+    assert_eq!(rows[0]["overflow_points"], 6, "{rows:?}");
+    let text = get(&server.query_url("/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &text,
+            "weft_metrics_points_overflowed_total{metric=\"requests\"}"
+        ),
+        60.0,
+        "{text}"
+    );
+}
