@@ -8,7 +8,8 @@
 #      all stay pending (decision wait 10 min), against weft_tail_sampling_pending_bytes;
 #   3. storage saved at the default policies (errors, traces over 1 s, 10 % of the rest):
 #      the same traces (same seed) stored with tail sampling off and on; Parquet bytes of
-#      the spans table, span counts and sum(sample_weight) via SQL.
+#      the spans table, span counts and sum(sample_weight) via SQL. (The generator's root
+#      spans last 10-800 ms, so the "over 1 s" policy never fires here.)
 #
 #   cargo build --release -p weft -p weft-load-test
 #   load-test/bench/sampling_bench.sh [seconds] [memory-test spans] [storage-test spans]
@@ -127,42 +128,60 @@ TAIL_ON=(WEFT_SAMPLING__TAIL__ENABLED=true)
 echo "== 1. ingest throughput, tail sampling off vs on ($SECS s flat out each, WAL sync $WAL_SYNC)"
 # --max-spans only bounds the run by count as well; at this machine's rates the duration ends it.
 THRU=(--duration "$SECS" --max-spans 100000000 --seed "$SEED")
-start_up thru-off
-"$BIN/weft-load" "${LOAD_COMMON[@]}" "${THRU[@]}" --server-pid "$UP_PID" \
-  --report-json "$WORK/thru-off.json" >"$WORK/thru-off.txt"
-sed 's/^/    /' "$WORK/thru-off.txt"
-stop_up
-start_up thru-on "${TAIL_ON[@]}"
-"$BIN/weft-load" "${LOAD_COMMON[@]}" "${THRU[@]}" --server-pid "$UP_PID" \
-  --report-json "$WORK/thru-on.json" >"$WORK/thru-on.txt"
-sed 's/^/    /' "$WORK/thru-on.txt"
+# The load generator shares the CPUs with the server: its CPU time (bash `time`) and the
+# load average before each run say who the bottleneck was.
+TIMEFORMAT='%U %S %R'
+for mode in off on; do
+  if [ "$mode" = on ]; then start_up thru-on "${TAIL_ON[@]}"; else start_up thru-off; fi
+  cut -d' ' -f1-3 /proc/loadavg >"$WORK/thru-$mode.loadavg"
+  { time "$BIN/weft-load" "${LOAD_COMMON[@]}" "${THRU[@]}" --server-pid "$UP_PID" \
+      --report-json "$WORK/thru-$mode.json" >"$WORK/thru-$mode.txt"; } 2>"$WORK/thru-$mode.time" ||
+    { cat "$WORK/thru-$mode.txt" "$WORK/thru-$mode.time" >&2; exit 1; }
+  sed 's/^/    /' "$WORK/thru-$mode.txt"
+  echo "    load generator: user+sys $(awk '{printf "%.1f s over %.1f s = %.2f cores", $1+$2, $3, ($1+$2)/$3}' <(tail -1 "$WORK/thru-$mode.time")); load average before: $(cat "$WORK/thru-$mode.loadavg")"
+  [ "$mode" = on ] && break
+  stop_up
+done
 echo "  tail-sampling metrics right after the run:"
 prom_dump
 THRU_EVICTED=$(prom weft_tail_sampling_evicted_traces_total)
 stop_up
 
 # ------------------------------------------------------------------------------------------
-echo "== 2. memory per pending trace ($MEM_SPANS spans, decision wait 600 s)"
-"$BIN/weft-load" --dry-run "${LOAD_COMMON[@]}" --duration 600 --max-spans "$MEM_SPANS" \
-  --seed "$((SEED + 1))" --report-json "$WORK/mem-dry.json" >/dev/null
-MEM_TRACES=$(jget "$WORK/mem-dry.json" traces)
-echo "  the generator makes $MEM_TRACES traces of $(jget "$WORK/mem-dry.json" spans) spans (dry run, same seed)"
+echo "== 2. memory per pending trace ($MEM_SPANS spans in two halves, decision wait 600 s)"
+# Two halves with different seeds: the second half's RSS growth is the marginal cost per
+# trace, without what the first requests warm up (thread caches, connection buffers).
+HALF=$((MEM_SPANS / 2))
+MEM_TRACES=0
+for h in 1 2; do
+  "$BIN/weft-load" --dry-run "${LOAD_COMMON[@]}" --duration 600 --max-spans "$HALF" \
+    --seed "$((SEED + 10 + h))" --report-json "$WORK/mem-dry$h.json" >/dev/null
+  MEM_TRACES=$((MEM_TRACES + $(jget "$WORK/mem-dry$h.json" traces)))
+done
+echo "  the generator makes $MEM_TRACES traces of $((2 * HALF)) spans (dry runs, same seeds)"
 start_up mem "${TAIL_ON[@]}" WEFT_SAMPLING__TAIL__DECISION_WAIT_MS=600000 \
   WEFT_SAMPLING__TAIL__MAX_TRACE_AGE_MS=600000 WEFT_SAMPLING__TAIL__MAX_PENDING_TRACES=10000000 \
   WEFT_SAMPLING__TAIL__MAX_PENDING_SPANS=100000000 WEFT_COLLECTOR__BUFFER__MAX_BYTES=8589934592
 sleep 2
 RSS0=$(rss_kb "$UP_PID" VmRSS); ANON0=$(rss_kb "$UP_PID" RssAnon)
-"$BIN/weft-load" "${LOAD_COMMON[@]}" --duration 300 --max-spans "$MEM_SPANS" --seed "$((SEED + 1))" \
-  --report-json "$WORK/mem.json" >"$WORK/mem.txt"
-MEM_ACCEPTED=$(jget "$WORK/mem.json" spans_accepted)
-PEND_SPANS=$(wait_metric weft_tail_sampling_pending_spans "$MEM_ACCEPTED" 30)
-sleep 2 # let in-flight buffers go
+MEM_ACCEPTED=0
+for h in 1 2; do
+  "$BIN/weft-load" "${LOAD_COMMON[@]}" --duration 300 --max-spans "$HALF" --seed "$((SEED + 10 + h))" \
+    --report-json "$WORK/mem$h.json" >"$WORK/mem$h.txt"
+  MEM_ACCEPTED=$((MEM_ACCEPTED + $(jget "$WORK/mem$h.json" spans_accepted)))
+  echo "  half $h: $(jget "$WORK/mem$h.json" spans_accepted) spans accepted, $(jget "$WORK/mem$h.json" spans_failed) failed"
+  PEND_SPANS=$(wait_metric weft_tail_sampling_pending_spans "$MEM_ACCEPTED" 30)
+  sleep 2 # let in-flight buffers go
+  if [ "$h" = 1 ]; then
+    RSS_MID=$(rss_kb "$UP_PID" VmRSS); TRACES_MID=$(prom weft_tail_sampling_pending_traces)
+  fi
+done
 RSS1=$(rss_kb "$UP_PID" VmRSS); ANON1=$(rss_kb "$UP_PID" RssAnon)
 PEND_TRACES=$(prom weft_tail_sampling_pending_traces)
 PEND_BYTES=$(prom weft_tail_sampling_pending_bytes)
 MEM_DECIDED=$(prom weft_tail_sampling_traces_total)
-echo "  accepted $MEM_ACCEPTED spans ($(jget "$WORK/mem.json" spans_failed) failed); pending: $PEND_TRACES traces, $PEND_SPANS spans, $PEND_BYTES bytes (estimated); decided meanwhile: $MEM_DECIDED traces"
-echo "  VmRSS $RSS0 kB -> $RSS1 kB, RssAnon $ANON0 kB -> $ANON1 kB"
+echo "  pending: $PEND_TRACES traces, $PEND_SPANS spans, $PEND_BYTES bytes (estimated); decided meanwhile: $MEM_DECIDED traces"
+echo "  VmRSS $RSS0 kB -> $RSS_MID kB ($TRACES_MID traces) -> $RSS1 kB; RssAnon $ANON0 kB -> $ANON1 kB"
 stop_up
 
 # ------------------------------------------------------------------------------------------
@@ -217,10 +236,10 @@ echo "== results"
 python3 - "$WORK" "$MEM_TRACES" "$PEND_TRACES" "$PEND_SPANS" "$PEND_BYTES" "$RSS0" "$RSS1" \
   "$ANON0" "$ANON1" "$STORE_TRACES" "$(parquet_bytes "$WORK/store-off")" \
   "$(parquet_bytes "$WORK/store-on")" "$(cat "$WORK/store-on.kept_spans")" \
-  "$(cat "$WORK/store-on.decided_spans")" "$THRU_EVICTED" <<'EOF'
+  "$(cat "$WORK/store-on.decided_spans")" "$THRU_EVICTED" "$RSS_MID" "$TRACES_MID" <<'EOF'
 import json, sys
 (work, mem_traces, pend_traces, pend_spans, pend_bytes, rss0, rss1, anon0, anon1, store_traces,
- pq_off, pq_on, kept_spans, decided_spans, evicted) = sys.argv[1:]
+ pq_off, pq_on, kept_spans, decided_spans, evicted, rss_mid, traces_mid) = sys.argv[1:]
 j = lambda n: json.load(open(f"{work}/{n}.json"))
 def kv(n):
     return {k: v for k, v in (l.strip().split("=", 1) for l in open(f"{work}/{n}.sql") if "=" in l)}
@@ -235,12 +254,20 @@ print(f"   server CPU {fmt(cpu(off), '.2f')} vs {fmt(cpu(on), '.2f')} us/span;"
       f" peak RSS {fmt(rss(off) and rss(off) / 2**20, '.0f')} vs {fmt(rss(on) and rss(on) / 2**20, '.0f')} MiB;"
       f" export p99 {off['latency']['p99_ms']:.1f} vs {on['latency']['p99_ms']:.1f} ms;"
       f" retried {off['retried']} vs {on['retried']}; evicted traces (on) {evicted}")
+def client(m):
+    u, sy, r = map(float, open(f"{work}/thru-{m}.time").read().splitlines()[-1].split())
+    return (u + sy) / r
+print(f"   load generator CPU {client('off'):.2f} vs {client('on'):.2f} cores"
+      f" (server {fmt((off.get('server') or {}).get('cpu_cores'), '.2f')} vs"
+      f" {fmt((on.get('server') or {}).get('cpu_cores'), '.2f')} cores; {__import__('os').cpu_count()} CPUs)")
 t, s, b = int(pend_traces), int(pend_spans), int(pend_bytes)
 d_rss, d_anon = (int(rss1) - int(rss0)) * 1024, (int(anon1) - int(anon0)) * 1024
 print(f"2. memory: {t} traces pending (generator made {mem_traces}), {s} spans,"
       f" {s / max(t, 1):.1f} spans/trace")
 print(f"   VmRSS delta {d_rss / 2**20:.1f} MiB = {d_rss / max(t, 1):.0f} bytes/trace"
       f" ({d_rss / max(s, 1):.0f} bytes/span); RssAnon delta {d_anon / max(t, 1):.0f} bytes/trace")
+d2, t2 = (int(rss1) - int(rss_mid)) * 1024, t - int(traces_mid)
+print(f"   marginal (second half only): {d2 / 2**20:.1f} MiB for {t2} traces = {d2 / max(t2, 1):.0f} bytes/trace")
 print(f"   estimated (weft_tail_sampling_pending_bytes) {b / 2**20:.1f} MiB = {b / max(t, 1):.0f} bytes/trace;"
       f" actual / estimated {d_rss / max(b, 1):.2f}")
 so, sn = kv("store-off"), kv("store-on")
