@@ -29,8 +29,8 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ingest;
-pub mod receiver;
 pub mod metrics_limits;
+pub mod receiver;
 pub mod ring;
 pub mod sampling;
 pub mod store;
@@ -51,10 +51,10 @@ use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
-pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
 use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
+pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
 use telemetry::Telemetry;
 use wal::{RecordKind, Wal};
 
@@ -148,7 +148,9 @@ impl Collector {
         );
         let metrics_limiter = options
             .metrics_limits
-            .then(|| metrics_limits::MetricsLimiter::new(&options.sampling.metrics, telemetry.clone()))
+            .then(|| {
+                metrics_limits::MetricsLimiter::new(&options.sampling.metrics, telemetry.clone())
+            })
             .transpose()
             .map_err(Error::Config)?;
         let store = Arc::new(Store::open(
@@ -328,16 +330,18 @@ impl Collector {
         let mut outcome = ExportOutcome::default();
         for resource in &mut request.resource_spans {
             for scope in &mut resource.scope_spans {
-                scope.spans.retain(|span| match weft_schemas::spans::validate_span(span) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        outcome.rejected += 1;
-                        outcome
-                            .rejection_message
-                            .get_or_insert_with(|| reason.to_owned());
-                        false
-                    }
-                });
+                scope
+                    .spans
+                    .retain(|span| match weft_schemas::spans::validate_span(span) {
+                        Ok(()) => true,
+                        Err(reason) => {
+                            outcome.rejected += 1;
+                            outcome
+                                .rejection_message
+                                .get_or_insert_with(|| reason.to_owned());
+                            false
+                        }
+                    });
                 outcome.accepted += scope.spans.len() as u64;
             }
         }
@@ -425,9 +429,7 @@ impl Collector {
     /// WAL records up to here are in Parquet, and none holds spans still waiting for a
     /// tail-sampling decision.
     fn wal_floor(&self) -> u64 {
-        self.store
-            .flushed_through_all()
-            .min(self.tail.wal_floor())
+        self.store.flushed_through_all().min(self.tail.wal_floor())
     }
 
     /// Writes the decisions that are due, until none is (tail sampling).
@@ -497,7 +499,9 @@ fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
         RecordKind::OtlpTraces | RecordKind::OtlpTracesHeld => {
             weft_schemas::spans::from_otlp(&ExportTraceServiceRequest::decode(payload.clone())?)
         }
-        RecordKind::TailDecision => weft_schemas::spans::from_otlp(&tail::decode_decision(payload)?.1),
+        RecordKind::TailDecision => {
+            weft_schemas::spans::from_otlp(&tail::decode_decision(payload)?.1)
+        }
         RecordKind::OtlpMetrics => {
             weft_schemas::metrics::from_otlp(&ExportMetricsServiceRequest::decode(payload.clone())?)
         }

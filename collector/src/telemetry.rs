@@ -83,7 +83,10 @@ impl Telemetry {
             .iter()
             .find(|(key, _)| {
                 key.len() == labels.len()
-                    && key.iter().zip(labels).all(|((k, v), (lk, lv))| k == lk && v == lv)
+                    && key
+                        .iter()
+                        .zip(labels)
+                        .all(|((k, v), (lk, lv))| k == lk && v == lv)
             })
             .map_or(0.0, |(_, v)| *v)
     }
@@ -175,7 +178,10 @@ mod tests {
         t.set("weft_pending", "Pending.", &[], 7.0);
         let text = t.render();
         assert!(text.contains("# TYPE weft_x_total counter\n"), "{text}");
-        assert!(text.contains("weft_x_total{policy=\"a\\\"b\"} 5\n"), "{text}");
+        assert!(
+            text.contains("weft_x_total{policy=\"a\\\"b\"} 5\n"),
+            "{text}"
+        );
         assert!(text.contains("weft_pending 7\n"), "{text}");
         assert_eq!(t.value("weft_x_total", &[("policy", "c")]), 1.0);
         assert_eq!(t.sum("weft_x_total", &[]), 6.0);

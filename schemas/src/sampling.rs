@@ -81,7 +81,11 @@ impl Threshold {
         let half = 1u64 << (shift - 1);
         let rounded = ((exact.0 + half) >> shift) << shift;
         // Rounding up to 2^56 would drop everything: a non-zero ratio keeps full precision.
-        Ok(if rounded >= MAX_ADJUSTED_COUNT { exact } else { Threshold(rounded) })
+        Ok(if rounded >= MAX_ADJUSTED_COUNT {
+            exact
+        } else {
+            Threshold(rounded)
+        })
     }
 
     /// The fraction of traces this threshold keeps.
@@ -276,7 +280,10 @@ mod tests {
         let p = 1.0 - f64::from(0x80801) / 2f64.powi(28);
         assert_eq!(th_prec(p, 3), "00808");
         // The smallest probabilities never round to "drop everything".
-        assert_eq!(th_prec(1.0 / MAX_ADJUSTED_COUNT as f64, 3), "ffffffffffffff");
+        assert_eq!(
+            th_prec(1.0 / MAX_ADJUSTED_COUNT as f64, 3),
+            "ffffffffffffff"
+        );
         assert_eq!(th(16.0 / MAX_ADJUSTED_COUNT as f64), "fffffffffffff");
         assert_eq!(Threshold::from_ratio(0.0).unwrap(), Threshold::NEVER);
         assert!(Threshold::from_ratio(1.5).is_err());

@@ -198,10 +198,7 @@ mod tests {
 
     #[test]
     fn invalid_sampling_values_name_their_key() {
-        let vars = vec![(
-            "WEFT_SAMPLING__HEAD__RATIO".to_owned(),
-            "1.5".to_owned(),
-        )];
+        let vars = vec![("WEFT_SAMPLING__HEAD__RATIO".to_owned(), "1.5".to_owned())];
         let err = WeftConfig::load(None, vars, &[]).unwrap_err();
         assert!(
             format!("{err:#}").contains("sampling.head.ratio: 1.5 is outside [0, 1]"),

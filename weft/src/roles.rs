@@ -21,12 +21,12 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::sync::watch;
-use weft_collector::telemetry::Telemetry;
-use weft_collector::{Collector, CollectorOptions};
 use weft_collector::cluster::info::NodeInfoHandle;
 use weft_collector::cluster::membership::{Membership, Role};
 use weft_collector::cluster::{NodeInfo, node_data_dir};
 use weft_collector::ingest::Ingest;
+use weft_collector::telemetry::Telemetry;
+use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
 use weft_query::cluster::ClusterSource;
 
@@ -70,7 +70,9 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     .context("opening the collector")?;
     let reloaded = collector.clone();
     crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+        reloaded
+            .reload_sampling(sampling)
+            .map_err(|e| e.to_string())
     });
 
     let info = NodeInfoHandle::new(NodeInfo {
@@ -150,7 +152,9 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     .context("starting the forwarder")?;
     let reloaded = ingest.clone();
     crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+        reloaded
+            .reload_sampling(sampling)
+            .map_err(|e| e.to_string())
     });
     let health = Arc::new(Health::default());
 

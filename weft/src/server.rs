@@ -66,7 +66,9 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     .context("opening the collector")?;
     let reloaded = collector.clone();
     crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded.reload_sampling(sampling).map_err(|e| e.to_string())
+        reloaded
+            .reload_sampling(sampling)
+            .map_err(|e| e.to_string())
     });
     let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
     let health = Arc::new(Health::default());

@@ -162,8 +162,8 @@ impl Ingest {
         head: &crate::sampling::HeadConfig,
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Result<Arc<Ingest>> {
-        let head =
-            crate::sampling::head::HeadSampler::new(head, telemetry.clone()).map_err(Error::Config)?;
+        let head = crate::sampling::head::HeadSampler::new(head, telemetry.clone())
+            .map_err(Error::Config)?;
         // A batch must fit what a collector accepts in one request.
         config.batch_max_bytes = config
             .batch_max_bytes
@@ -223,7 +223,10 @@ impl Ingest {
     /// Applies a new `[sampling]` section (head sampling is what an ingest node does).
     pub fn reload_sampling(&self, sampling: &crate::sampling::SamplingConfig) -> Result<()> {
         sampling.validate().map_err(Error::Config)?;
-        self.inner.head.reload(&sampling.head).map_err(Error::Config)
+        self.inner
+            .head
+            .reload(&sampling.head)
+            .map_err(Error::Config)
     }
 
     /// This node's own metrics (served at `/metrics`).

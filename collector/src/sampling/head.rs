@@ -191,8 +191,7 @@ impl HeadSampler {
             .entry(ratio.to_bits())
             .or_insert_with(|| {
                 // Ratios were validated; halving can only go below 2^-56 after 56 halvings.
-                Threshold::from_ratio_with_precision(ratio, precision)
-                    .unwrap_or(Threshold::NEVER)
+                Threshold::from_ratio_with_precision(ratio, precision).unwrap_or(Threshold::NEVER)
             })
     }
 
@@ -215,8 +214,12 @@ impl HeadSampler {
             state.halvings = k;
             state.count = 0;
             state.second_start = Some(start + Duration::from_secs(elapsed.as_secs()));
-            self.telemetry
-                .set(STEP_METRIC, STEP_HELP, &[("service", service)], f64::from(k));
+            self.telemetry.set(
+                STEP_METRIC,
+                STEP_HELP,
+                &[("service", service)],
+                f64::from(k),
+            );
         }
         state.halvings
     }
@@ -371,7 +374,10 @@ mod tests {
         });
         // R between the 12.5 % and the 50 % thresholds: kept in checkout only.
         let t = trace_with_randomness(0x90000000000000);
-        let mut a = request("checkout", vec![span(t, "GET /", ""), span(t, "health", "")]);
+        let mut a = request(
+            "checkout",
+            vec![span(t, "GET /", ""), span(t, "health", "")],
+        );
         let mut b = request("other", vec![span(t, "GET /", "")]);
         head.apply(&mut a, Instant::now());
         head.apply(&mut b, Instant::now());
@@ -465,7 +471,9 @@ mod tests {
             let now = start + Duration::from_secs(second);
             let spans: Vec<Span> = (0..1_000)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     span(u128::from(x >> 8), "op", "")
                 })
                 .collect();

@@ -253,7 +253,10 @@ async fn errors_and_slow_traces_are_kept_whole_and_the_rest_at_its_weight() {
             }
             expected_kept += 1;
         } else {
-            assert!(weights.iter().all(Option::is_none), "{trace:?}: {weights:?}");
+            assert!(
+                weights.iter().all(Option::is_none),
+                "{trace:?}: {weights:?}"
+            );
         }
     }
     assert_eq!(rows.len(), expected_kept * 4);
@@ -378,7 +381,9 @@ async fn pending_traces_are_bounded_and_evictions_counted() {
     let rows = stored(&collector);
     for trace in traces[..70].iter().filter(|t| t.error) {
         assert_eq!(
-            (1..=4u64).filter(|s| rows.contains_key(&(trace.id, *s))).count(),
+            (1..=4u64)
+                .filter(|s| rows.contains_key(&(trace.id, *s)))
+                .count(),
             4
         );
     }
@@ -404,10 +409,9 @@ async fn head_sampling_in_weft_up_writes_thresholds_and_counts_dropped_as_accept
     let kept: BTreeSet<u128> = rows.keys().map(|(t, _)| *t).collect();
     assert_eq!(kept, expected);
     assert!(rows.values().all(|w| *w == 4.0));
-    let dropped = collector.telemetry().sum(
-        "weft_head_sampling_spans_total",
-        &[("decision", "dropped")],
-    );
+    let dropped = collector
+        .telemetry()
+        .sum("weft_head_sampling_spans_total", &[("decision", "dropped")]);
     assert_eq!(dropped as usize, 1_600 - rows.len());
 }
 
@@ -420,7 +424,11 @@ async fn reload_switches_tail_sampling_and_refuses_bad_settings() {
     assert_eq!(stored(&collector).len(), 4);
     collector.reload_sampling(&sampling(TAIL)).unwrap();
     export(&collector, traces[1].spans()).await;
-    assert_eq!(stored(&collector).len(), 4, "held while tail sampling is on");
+    assert_eq!(
+        stored(&collector).len(),
+        4,
+        "held while tail sampling is on"
+    );
     let err = collector
         .reload_sampling(&sampling("[head]\nratio = -1.0\n"))
         .unwrap_err();

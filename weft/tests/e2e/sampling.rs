@@ -164,19 +164,31 @@ async fn two_ingest_nodes_decide_alike_and_tail_sampling_keeps_errors_whole() {
     };
     // Identical decisions on both ingest nodes, and whole traces: span a and span b of
     // every kept trace, with the same weight, each stored once.
-    assert_eq!(a.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (t, w) in &expected {
-        assert!((a[t] - w).abs() < 1e-9 && (b[t] - w).abs() < 1e-9, "{t:x}: {w}");
+        assert!(
+            (a[t] - w).abs() < 1e-9 && (b[t] - w).abs() < 1e-9,
+            "{t:x}: {w}"
+        );
     }
-    let errors_kept = failing.iter().filter(|t| head.keeps(randomness(**t))).count();
+    let errors_kept = failing
+        .iter()
+        .filter(|t| head.keeps(randomness(**t)))
+        .count();
     assert!(errors_kept > 20, "{errors_kept}");
     // Estimated from the stored weights: 8,000 spans were sent.
     let estimate: f64 = a.values().chain(b.values()).sum();
     assert!((estimate - 8_000.0).abs() < 1_000.0, "{estimate}");
 
     // Both ingest nodes dropped the same number of spans, as the arithmetic says.
-    let head_kept = traces.iter().filter(|t| head.keeps(randomness(**t))).count();
+    let head_kept = traces
+        .iter()
+        .filter(|t| head.keeps(randomness(**t)))
+        .count();
     for ingest in &cluster.ingests {
         let text = get(&format!("{}/metrics", ingest.url("otlp-http")))
             .await
@@ -191,7 +203,9 @@ async fn two_ingest_nodes_decide_alike_and_tail_sampling_keeps_errors_whole() {
     // are counted twice in total.
     let mut kept_by_errors = 0.0;
     for i in 0..3 {
-        let url = cluster.collector(&format!("c{}", i + 1)).url("cluster-http");
+        let url = cluster
+            .collector(&format!("c{}", i + 1))
+            .url("cluster-http");
         let text = get(&format!("{url}/metrics")).await.text();
         kept_by_errors += metric(
             &text,
@@ -218,11 +232,19 @@ async fn sighup_reloads_sampling_and_refuses_a_bad_file() {
 
     std::fs::write(&config, "[sampling.head]\nratio = 0.25\n").unwrap();
     server.signal("-HUP");
-    wait_metric(&metrics_url, "weft_config_reloads_total{result=\"ok\"}", 1.0).await;
+    wait_metric(
+        &metrics_url,
+        "weft_config_reloads_total{result=\"ok\"}",
+        1.0,
+    )
+    .await;
     let second = trace_ids(2, 2_000);
     export(&traces_url, body("s", &second, 1, |_| false)).await;
     let head = Threshold::from_ratio_with_precision(0.25, 4).unwrap();
-    let kept = second.iter().filter(|t| head.keeps(randomness(**t))).count();
+    let kept = second
+        .iter()
+        .filter(|t| head.keeps(randomness(**t)))
+        .count();
     let rows = server
         .sql("SELECT count(*) AS n, sum(sample_weight) AS w FROM spans")
         .await;
@@ -232,7 +254,12 @@ async fn sighup_reloads_sampling_and_refuses_a_bad_file() {
     // A bad file is refused; the running settings stay.
     std::fs::write(&config, "[sampling.head]\nratio = 7\n").unwrap();
     server.signal("-HUP");
-    wait_metric(&metrics_url, "weft_config_reloads_total{result=\"error\"}", 1.0).await;
+    wait_metric(
+        &metrics_url,
+        "weft_config_reloads_total{result=\"error\"}",
+        1.0,
+    )
+    .await;
     let third = trace_ids(3, 1_000);
     export(&traces_url, body("s", &third, 1, |_| false)).await;
     let kept_third = third.iter().filter(|t| head.keeps(randomness(**t))).count();
@@ -252,7 +279,10 @@ async fn wait_metric(url: &str, series: &str, value: f64) {
         if metric(&text, series) >= value {
             return;
         }
-        assert!(Instant::now() < until, "{series} never reached {value}: {text}");
+        assert!(
+            Instant::now() < until,
+            "{series} never reached {value}: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
