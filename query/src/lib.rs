@@ -14,6 +14,7 @@
 //!                          │  Parquet stats, page index, bloom filters)
 //!                          └─ live rows not yet flushed (visible as soon as acknowledged)
 //!               views: traces, span_edges, latency, metric_points (views)
+//!               rollups: metrics_1m, metrics_1h (rollup: downsampled closed hours)
 //!               table functions: service_graph, dependency_links, span_latency (graph)
 //!  rows ──> JSON (default) | Arrow IPC stream | CSV | Postgres rows;  spans ──> OTLP/JSON
 //! ```
@@ -46,6 +47,7 @@ pub mod latency;
 pub mod metrics_query;
 pub mod pg;
 pub mod provider;
+pub mod rollup;
 pub mod search;
 pub mod udf;
 pub mod views;
@@ -179,6 +181,7 @@ impl QueryService {
         }
         graph::register(&ctx, self)?;
         views::register(&ctx)?;
+        rollup::register(&ctx, self)?;
         Ok(ctx)
     }
 
@@ -401,6 +404,9 @@ pub fn parse_trace_id(text: &str) -> Result<[u8; 16]> {
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod sampling_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,16 +6,24 @@
 //!  GET /api/v1/metrics               ─> metrics GROUP BY name, type      (DataFrame API)
 //!  GET /api/v1/metrics/series        ─> metrics WHERE name, match[..] GROUP BY series_id
 //!  GET /api/v1/metrics/query_range   ─> params ─> RangeQuery (400 on anything bad)
-//!        ─> metrics WHERE name = ?, time in [start - lookback, end), match[..]
+//!        ─> rollup::plan_sources: [start - lookback, end) cut into raw / 1m / 1h intervals
+//!           (a rollup bucket is read only where it lies inside one step bucket)
+//!        ─> metrics WHERE name = ?, time in raw intervals, match[..]
 //!           ORDER BY series_id, time          (stream; session memory + time limits)
-//!        ─> Engine: per series, per step bucket [t, t + step):
+//!           + metrics_1m / metrics_1h WHERE the same, time in their intervals
+//!             ORDER BY series_id, time        (one row per series and bucket)
+//!           merged per series in time order
+//!        ─> Engine: per series, per step bucket [t, t + step) (a rollup row adds what
+//!           its points would have added):
 //!              gauge, cumulative sum ─ last value      delta sum ─ sum of values
 //!              rate ─ increase (resets: a drop or a new start_time restarts from 0)
 //!              histogram_quantile ─ bucket-count increase, buckets keyed by upper bound
 //!           then per group (group_by attributes) and bucket: sum/avg/min/max/count of
 //!           the series' values, rate = summed increase / step, quantile of the merged
 //!           histogram (Prometheus' linear interpolation)
-//!        ─> {"series": [{"group": {...}, "points": [{"time", "value"}]}]}
+//!        ─> {"resolution": ["1h", "raw"], "series": [{"group": {...},
+//!                                                     "points": [{"time", "value"}]}]}
+//!           (header x-weft-resolution: 1h,raw; resolution=raw reads raw points only)
 //! ```
 //!
 //! User input never becomes SQL text: every filter is a DataFusion `Expr` with literals.
@@ -672,11 +680,8 @@ pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAn
             inputs.push(Input::new(stream, Source::Raw, plan.raw.clone()));
         }
         for source in &plan.rollups {
-            let table = rollup::RollupTable::with_files(
-                service,
-                source.resolution,
-                source.files.clone(),
-            );
+            let table =
+                rollup::RollupTable::with_files(service, source.resolution, source.files.clone());
             let df = matching(ctx.read_table(Arc::new(table))?, query)?;
             let mut projection: Vec<Expr> = [
                 SERIES_ID,
@@ -711,11 +716,7 @@ pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAn
                 ])?
                 .execute_stream()
                 .await?;
-            inputs.push(Input::new(
-                stream,
-                Source::Rollup,
-                source.intervals.clone(),
-            ));
+            inputs.push(Input::new(stream, Source::Rollup, source.intervals.clone()));
         }
         let mut engine = Engine::new(query);
         merge_into(&mut engine, inputs).await?;
@@ -753,13 +754,16 @@ fn matching(mut df: DataFrame, query: &RangeQuery) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// Most time intervals sent to DataFusion as one OR; beyond, only their bounding range
-/// is (and the rows are checked here).
-const MAX_FILTER_INTERVALS: usize = 64;
+/// Most time ranges sent to DataFusion as one OR (each costs two comparisons per row).
+const MAX_OR_RANGES: usize = 16;
+const HOUR_NS: i64 = 3_600_000_000_000;
 
-/// `df` restricted to `time` in one of the sorted, disjoint `intervals` `[a, b)`: their
-/// bounding range as two conjuncts (which the cluster's scan uses to pick files and
-/// hours), plus the exact OR of them when there are few.
+/// `df` restricted to `time` in one of the sorted, disjoint `intervals` `[a, b)`:
+/// * their bounding range as two conjuncts (the cluster's scan picks files and hours by it);
+/// * few intervals: their exact OR (Parquet statistics prune by it);
+/// * many (a step boundary in every hour): the hours they touch as an OR of a few ranges,
+///   for pruning, and [`TimeIn`] (a binary search per row) for the exact cut, so the sort
+///   above the scan only sees wanted rows.
 fn within(mut df: DataFrame, intervals: &[(i64, i64)]) -> Result<DataFrame> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
         return Ok(df.filter(lit(false))?);
@@ -767,15 +771,91 @@ fn within(mut df: DataFrame, intervals: &[(i64, i64)]) -> Result<DataFrame> {
     df = df
         .filter(col(TIME).gt_eq(ts(first.0)))?
         .filter(col(TIME).lt(ts(last.1)))?;
-    if intervals.len() > 1 && intervals.len() <= MAX_FILTER_INTERVALS {
-        let any = intervals
+    if intervals.len() == 1 {
+        return Ok(df);
+    }
+    let any = |ranges: &[(i64, i64)]| {
+        ranges
             .iter()
             .map(|&(a, b)| col(TIME).gt_eq(ts(a)).and(col(TIME).lt(ts(b))))
             .reduce(Expr::or)
-            .expect("at least two intervals");
-        df = df.filter(any)?;
+            .expect("at least one range")
+    };
+    if intervals.len() <= MAX_OR_RANGES {
+        return Ok(df.filter(any(intervals))?);
     }
-    Ok(df)
+    let mut hours: Vec<(i64, i64)> = Vec::new();
+    for &(a, b) in intervals {
+        let (a, b) = (
+            a.div_euclid(HOUR_NS) * HOUR_NS,
+            (b - 1).div_euclid(HOUR_NS) * HOUR_NS + HOUR_NS,
+        );
+        match hours.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => hours.push((a, b)),
+        }
+    }
+    if hours.len() > 1 && hours.len() <= MAX_OR_RANGES {
+        df = df.filter(any(&hours))?;
+    }
+    let exact = datafusion::logical_expr::ScalarUDF::new_from_impl(TimeIn::new(intervals));
+    Ok(df.filter(exact.call(vec![col(TIME)]))?)
+}
+
+/// `weft_time_in(time)`: whether a timestamp lies in one of a sorted list of intervals
+/// (built per query, never registered).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TimeIn {
+    intervals: Vec<(i64, i64)>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl TimeIn {
+    fn new(intervals: &[(i64, i64)]) -> Self {
+        Self {
+            intervals: intervals.to_vec(),
+            signature: datafusion::logical_expr::Signature::any(
+                1,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for TimeIn {
+    fn name(&self) -> &str {
+        "weft_time_in"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        let array = args.args[0].clone().into_array(args.number_rows)?;
+        let times = array
+            .as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "weft_time_in takes a nanosecond timestamp, not {}",
+                    array.data_type()
+                ))
+            })?;
+        let out: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| in_intervals(&self.intervals, t))))
+            .collect();
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            out,
+        )))
+    }
 }
 
 /// Whether `t` lies in one of the sorted, disjoint `intervals`.
@@ -1007,7 +1087,12 @@ pub(crate) fn restarted(prev_start: Option<i64>, start: Option<i64>) -> bool {
 /// The increase of a cumulative counter from its previous point `(prev_start,
 /// prev_value)` to `(start, v)`. A value below the previous one, or a new start time, is
 /// a reset: the counter restarted from zero, so the whole value is the increase.
-pub(crate) fn counter_step(prev_start: Option<i64>, prev_value: f64, start: Option<i64>, v: f64) -> f64 {
+pub(crate) fn counter_step(
+    prev_start: Option<i64>,
+    prev_value: f64,
+    start: Option<i64>,
+    v: f64,
+) -> f64 {
     if restarted(prev_start, start) || v < prev_value {
         v
     } else {
@@ -1017,7 +1102,12 @@ pub(crate) fn counter_step(prev_start: Option<i64>, prev_value: f64, start: Opti
 
 /// The bucket-count increase of a cumulative histogram since its previous point; after a
 /// restart or a reset (a count went down) the whole histogram.
-pub(crate) fn hist_step(prev_start: Option<i64>, prev: &Hist, start: Option<i64>, hist: Hist) -> Hist {
+pub(crate) fn hist_step(
+    prev_start: Option<i64>,
+    prev: &Hist,
+    start: Option<i64>,
+    hist: Hist,
+) -> Hist {
     if restarted(prev_start, start) {
         hist
     } else {
@@ -1153,15 +1243,11 @@ pub type Series = Vec<(Vec<Option<String>>, Vec<(i64, f64)>)>;
 
 impl Engine {
     pub fn new(query: &RangeQuery) -> Self {
-        let lookback = match query.agg {
-            Agg::Rate | Agg::HistogramQuantile(_) => query.step,
-            _ => 0,
-        };
         Self {
             agg: query.agg,
             start: query.start,
             step: query.step,
-            window_start: query.start.saturating_sub(lookback),
+            window_start: query.start.saturating_sub(query.lookback()),
             metric_type: None,
             cursor: None,
             groups: BTreeMap::new(),
@@ -1705,9 +1791,17 @@ mod tests {
         // Defaults: the hour before now, one-minute steps, sum.
         let d = parse("metric=m").unwrap();
         assert_eq!(
-            (d.start, d.end, d.step, d.agg),
-            (6_400 * S, 10_000 * S, 60 * S, Agg::Sum)
+            (d.start, d.end, d.step, d.agg, d.resolution),
+            (
+                6_400 * S,
+                10_000 * S,
+                60 * S,
+                Agg::Sum,
+                ResolutionMode::Auto
+            )
         );
+        let raw = parse("metric=m&resolution=raw").unwrap();
+        assert_eq!(raw.resolution, ResolutionMode::Raw);
     }
 
     #[test]
@@ -1729,6 +1823,7 @@ mod tests {
             "metric=m&matc[a]=b",                    // unknown parameter
             "metric=m&metric=n",                     // repeated
             "metric=m&start=1e300",                  // out of range
+            "metric=m&resolution=5m",                // unknown resolution
         ] {
             assert!(
                 matches!(parse(bad), Err(Error::BadRequest(_))),
@@ -1755,6 +1850,7 @@ mod tests {
             step,
             agg,
             group_by: vec![Label::Attribute("a".into())],
+            resolution: ResolutionMode::Auto,
         }
     }
 

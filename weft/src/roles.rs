@@ -207,6 +207,8 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
         std::time::Duration::from_millis(config.cluster.fanout_timeout_ms),
     );
     let query = Arc::new(QueryService::new_cluster(source, config.query.clone())?);
+    // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
+    let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -232,6 +234,8 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     health.shutting_down.store(true, Ordering::Relaxed);
+    // A pass cut short leaves only temporary files, removed by a later pass.
+    rollups.abort();
     let _ = stop_tx.send(true);
     let (http_result, postgres_result) = tokio::join!(http_task, postgres_task);
     http_result?.context("query server")?;

@@ -71,6 +71,8 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
     });
     let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
+    // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
+    let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
 
     let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
@@ -125,6 +127,8 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests, then flushing buffered data");
     health.shutting_down.store(true, Ordering::Relaxed);
+    // A pass cut short leaves only temporary files, removed by a later pass.
+    rollups.abort();
     let _ = stop_tx.send(true);
     let (grpc_result, http_result, query_result, postgres_result) =
         tokio::join!(grpc_task, http_task, query_task, postgres_task);
