@@ -30,6 +30,8 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$(mktemp -d)
 GRPC=127.0.0.1:26317
 QUERY=http://127.0.0.1:26320
+# Own metrics are served on the OTLP/HTTP port (/metrics on the query port is the viewer).
+OTLP_HTTP=http://127.0.0.1:26318
 LOAD_COMMON=(--protocol grpc --endpoint "http://$GRPC" --rate 0 --concurrency 8
              --batch-spans 500 --services 10 --error-rate 0.01 --quiet --max-retries 50)
 PIDS=()
@@ -64,9 +66,9 @@ for line in sys.stdin:
         total += float(m.group(4))
 print(f"{total:.0f}")
 EOF
-prom() { curl -sf --max-time 10 "$QUERY/metrics" | python3 "$WORK/prom.py" "$@"; }
+prom() { curl -sf --max-time 10 "$OTLP_HTTP/metrics" | python3 "$WORK/prom.py" "$@"; }
 # Every tail-sampling series, for the record.
-prom_dump() { curl -sf --max-time 10 "$QUERY/metrics" | grep '^weft_tail_sampling' | sed 's/^/    /' || true; }
+prom_dump() { curl -sf --max-time 10 "$OTLP_HTTP/metrics" | grep '^weft_tail_sampling' | sed 's/^/    /' || true; }
 # One-row SQL answer, printed as k=v lines.
 sql() {
   curl -sf --max-time 60 "$QUERY/api/v1/sql" -H 'content-type: application/json' \
@@ -83,7 +85,7 @@ UP_PID=
 start_up() {
   local name=$1; shift
   env WEFT_LOG=warn WEFT_COLLECTOR__WAL__SYNC="\"$WAL_SYNC\"" "$@" \
-    "$BIN/weft" up --data-dir "$WORK/$name" --otlp-grpc "$GRPC" --otlp-http 127.0.0.1:26318 \
+    "$BIN/weft" up --data-dir "$WORK/$name" --otlp-grpc "$GRPC" --otlp-http "${OTLP_HTTP#http://}" \
     --query-http "${QUERY#http://}" --postgres 127.0.0.1:26321 >"$WORK/$name.out" 2>&1 &
   UP_PID=$!
   PIDS+=("$UP_PID")

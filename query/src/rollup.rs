@@ -105,6 +105,7 @@ use tokio::task::JoinHandle;
 
 pub(crate) use plan::plan_sources;
 pub use plan::{RollupSource, SourcePlan};
+pub use store::RollupFile;
 pub use table::RollupTable;
 
 use crate::{DataSource, Error, QueryService, Result};

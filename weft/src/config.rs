@@ -137,6 +137,10 @@ impl WeftConfig {
             .sampling
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config
+            .query
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 }

@@ -90,12 +90,13 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     };
 
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
+    // Own metrics on the OTLP/HTTP port: on the query port `/metrics` is the viewer's page.
     let otlp_http = weft_collector::receiver::http::router(collector.clone())
+        .merge(weft_collector::telemetry::route(telemetry))
         .merge(health_routes(health.clone()));
     let postgres =
         weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
     let query_http = weft_query::http::router(query)
-        .merge(weft_collector::telemetry::route(telemetry))
         .merge(weft_ui::router())
         .merge(health_routes(health.clone()));
 

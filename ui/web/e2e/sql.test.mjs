@@ -210,20 +210,21 @@ test("the schema sidebar lists tables and views with typed columns and inserts n
     ["spans", ["trace_id", "span_name", "start_time", "duration_ns"]],
     ["metrics", ["metric_name", "time", "bucket_counts"]],
   ]) {
-    await sidebar.getByRole("button", { name: `Show columns of ${table}` }).click();
-    const list = sidebar.getByRole("list", { name: `Columns of ${table}` });
+    // exact: `metrics` must not also match `metrics_1m` / `metrics_1h`.
+    await sidebar.getByRole("button", { name: `Show columns of ${table}`, exact: true }).click();
+    const list = sidebar.getByRole("list", { name: `Columns of ${table}`, exact: true });
     await list.waitFor();
     const names = await list.locator(".schema-name").allTextContents();
     for (const c of columns) assert.ok(names.includes(c), `${table}.${c} listed`);
   }
-  const types = await sidebar.getByRole("list", { name: "Columns of spans" }).locator(".schema-type").allTextContents();
+  const types = await sidebar.getByRole("list", { name: "Columns of spans", exact: true }).locator(".schema-type").allTextContents();
   assert.ok(types.includes("Timestamp") && types.includes("Int64"), types.join(","));
   assert.ok(await sidebar.locator('[data-table="traces"]').getByText("view").isVisible());
 
   const editor = page.getByLabel("Query", { exact: true });
   await editor.fill("SELECT  FROM ");
   await editor.evaluate((el) => el.setSelectionRange(7, 7));
-  await sidebar.getByRole("list", { name: "Columns of spans" }).getByRole("button", { name: "span_name" }).click();
+  await sidebar.getByRole("list", { name: "Columns of spans", exact: true }).getByRole("button", { name: "span_name" }).click();
   await editor.press("End");
   await sidebar.locator('[data-table="spans"] .schema-table').getByRole("button", { name: "spans", exact: true }).click();
   assert.equal(await editor.inputValue(), "SELECT span_name FROM spans");

@@ -222,7 +222,7 @@ async fn sighup_reloads_sampling_and_refuses_a_bad_file() {
     std::fs::write(&config, "[sampling.head]\nratio = 1.0\n").unwrap();
     let server = TestServer::start(&["--config", config.to_str().unwrap()]);
     let traces_url = server.http_url("/v1/traces");
-    let metrics_url = server.query_url("/metrics");
+    let metrics_url = server.http_url("/metrics");
     let first = trace_ids(1, 300);
     export(&traces_url, body("s", &first, 1, |_| false)).await;
     assert_eq!(
@@ -362,7 +362,7 @@ async fn cardinality_limit_keeps_totals_in_the_overflow_series() {
     assert_eq!(rows[0]["total"].as_f64().unwrap(), sent);
     // The 30 series over the limit became one point per request of them (merged).
     assert_eq!(rows[0]["overflow_points"], 6, "{rows:?}");
-    let text = get(&server.query_url("/metrics")).await.text();
+    let text = get(&server.http_url("/metrics")).await.text();
     assert_eq!(
         metric(
             &text,
