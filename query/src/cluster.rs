@@ -46,7 +46,7 @@
 //! [`crate::warnings`]), and later scans of the same request do not wait for it again.
 
 mod merge;
-mod table;
+pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 

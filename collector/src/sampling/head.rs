@@ -60,6 +60,26 @@ struct ServiceRules {
     max_spans_per_second: f64,
 }
 
+/// Which rule decided a span (the `rule` label of the spans metric).
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Upstream = 0,
+    Default = 1,
+    Service = 2,
+    Operation = 3,
+}
+
+impl Rule {
+    fn label(self, service: &str) -> String {
+        match self {
+            Rule::Upstream => "upstream".to_owned(),
+            Rule::Default => "default".to_owned(),
+            Rule::Service => format!("service:{service}"),
+            Rule::Operation => format!("operation:{service}"),
+        }
+    }
+}
+
 /// Per rate-limited service: spans counted in the current second, and the current `k`.
 #[derive(Debug, Default)]
 struct RateState {
@@ -122,36 +142,38 @@ impl HeadSampler {
             let halvings = service_rules
                 .filter(|s| s.max_spans_per_second > 0.0)
                 .map(|s| self.halvings(&service, s.max_spans_per_second, now));
+            let scale = f64::from(1u32 << halvings.unwrap_or(0).min(31));
+            // The resource's threshold, looked up once; only operation rules need more.
+            let (resource_rule, resource_ratio) = match service_rules {
+                Some(s) => (Rule::Service, s.ratio.unwrap_or(rules.default_ratio)),
+                None => (Rule::Default, rules.default_ratio),
+            };
+            let resource_threshold = self.threshold(resource_ratio / scale, rules.precision);
+            // [rule][kept]: spans of this resource.
+            let mut tally = [[0u64; 2]; 4];
             for scope in &mut resource.scope_spans {
                 let before = scope.spans.len();
                 scope.spans.retain_mut(|span| {
                     let upstream = OtelTraceState::parse(&span.trace_state);
                     if upstream.th.is_some() && rules.upstream == UpstreamDecision::Respect {
-                        *counts.entry(("kept", "upstream".to_owned())).or_default() += 1;
+                        tally[Rule::Upstream as usize][1] += 1;
                         return true;
                     }
-                    let (rule, ratio) = match service_rules {
-                        Some(s) => match s.operations.get(&span.name) {
-                            Some(r) => ("operation", *r),
-                            None => ("service", s.ratio.unwrap_or(rules.default_ratio)),
-                        },
-                        None => ("default", rules.default_ratio),
+                    let operation = service_rules.and_then(|s| s.operations.get(&span.name));
+                    let (rule, threshold) = match operation {
+                        Some(r) => (Rule::Operation, self.threshold(r / scale, rules.precision)),
+                        None => (resource_rule, resource_threshold),
                     };
-                    let ratio = ratio / f64::from(1u32 << halvings.unwrap_or(0).min(31));
-                    let threshold = self
-                        .threshold(ratio, rules.precision)
-                        .max(upstream.th.unwrap_or(Threshold::ALWAYS));
-                    let rule_label = match rule {
-                        "default" => "default".to_owned(),
-                        _ => format!("{rule}:{service}"),
-                    };
+                    let threshold = threshold.max(upstream.th.unwrap_or(Threshold::ALWAYS));
                     // An invalid trace ID is kept here and refused by validation later.
-                    let keep = match Randomness::of_span(&span.trace_id, &span.trace_state) {
+                    let keep = match upstream
+                        .rv
+                        .or_else(|| Randomness::from_trace_id(&span.trace_id))
+                    {
                         Some(r) => threshold.keeps(r),
                         None => true,
                     };
-                    let decision = if keep { "kept" } else { "dropped" };
-                    *counts.entry((decision, rule_label)).or_default() += 1;
+                    tally[rule as usize][usize::from(keep)] += 1;
                     if keep && threshold != Threshold::ALWAYS && upstream.th != Some(threshold) {
                         span.trace_state = sampling::with_threshold(&span.trace_state, threshold);
                         outcome.modified = true;
@@ -166,6 +188,19 @@ impl HeadSampler {
                 }
             }
             resource.scope_spans.retain(|s| !s.spans.is_empty());
+            for rule in [
+                Rule::Upstream,
+                Rule::Default,
+                Rule::Service,
+                Rule::Operation,
+            ] {
+                for (keep, n) in tally[rule as usize].into_iter().enumerate() {
+                    if n > 0 {
+                        let decision = if keep == 1 { "kept" } else { "dropped" };
+                        *counts.entry((decision, rule.label(&service))).or_default() += n;
+                    }
+                }
+            }
         }
         request.resource_spans.retain(|r| !r.scope_spans.is_empty());
         for ((decision, rule), n) in counts {

@@ -119,7 +119,9 @@ struct Runtime {
 
 #[derive(Debug)]
 struct PendingTrace {
-    spans: Vec<(u64, HeldSpan)>,
+    spans: Vec<HeldSpan>,
+    /// The held record each span came in (parallel to `spans`).
+    seqs: Vec<u64>,
     first_seen: Instant,
     last_seen: Instant,
     bytes: usize,
@@ -211,7 +213,8 @@ impl TailSampler {
                     let old = (trace.last_seen, id);
                     trace.last_seen = now;
                     trace.bytes += bytes;
-                    trace.spans.push((seq, held));
+                    trace.spans.push(held);
+                    trace.seqs.push(seq);
                     state.by_last_seen.remove(&old);
                     state.by_last_seen.insert((now, id));
                 }
@@ -220,7 +223,8 @@ impl TailSampler {
                     state.pending.insert(
                         id,
                         PendingTrace {
-                            spans: vec![(seq, held)],
+                            spans: vec![held],
+                            seqs: vec![seq],
                             first_seen: now,
                             last_seen: now,
                             bytes: bytes + TRACE_OVERHEAD_BYTES,
@@ -305,7 +309,7 @@ impl TailSampler {
             let randomness = trace
                 .spans
                 .iter()
-                .find_map(|(_, s)| OtelTraceState::parse(&s.span.trace_state).rv)
+                .find_map(|s| OtelTraceState::parse(&s.span.trace_state).rv)
                 .or_else(|| Randomness::from_trace_id(&id))
                 .unwrap_or(Randomness::from_value(0));
             let (threshold, policy) = match cause {
@@ -314,8 +318,7 @@ impl TailSampler {
                     (Threshold::ALWAYS, "evicted".to_owned())
                 }
                 _ => {
-                    let spans: Vec<HeldSpan> = trace.spans.iter().map(|(_, s)| s.clone()).collect();
-                    let verdict = runtime.policies.evaluate(&spans, randomness, now);
+                    let verdict = runtime.policies.evaluate(&trace.spans, randomness, now);
                     (
                         verdict.threshold,
                         verdict.policy.unwrap_or_else(|| "none".to_owned()),
@@ -333,7 +336,7 @@ impl TailSampler {
             if cause == Cause::Evicted {
                 self.telemetry.add(EVICTED_METRIC, EVICTED_HELP, &[], 1.0);
             }
-            for (seq, held) in trace.spans {
+            for (seq, held) in trace.seqs.into_iter().zip(trace.spans) {
                 *covered.entry(seq).or_default() += 1;
                 if decision.keep {
                     builder.push(held, threshold);

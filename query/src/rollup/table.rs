@@ -19,9 +19,8 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::scalar::ScalarValue;
 use weft_schemas::columns::TIME;
 
 use super::store::{RollupFile, RollupFiles};
@@ -89,7 +88,7 @@ impl TableProvider for RollupTable {
         let files = match &self.fixed {
             Some(files) => files.clone(),
             None => {
-                let (min, max) = time_bounds(filters);
+                let (min, max) = crate::cluster::table::time_bounds(filters, TIME);
                 let hours = (
                     min.map_or(i64::MIN, |t| t.div_euclid(HOUR_NS)),
                     max.map_or(i64::MAX, |t| t.div_euclid(HOUR_NS)),
@@ -153,69 +152,4 @@ fn groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> 
         .filter(|(_, files)| !files.is_empty())
         .map(|(_, files)| FileGroup::new(files))
         .collect()
-}
-
-/// Inclusive bounds on `time` implied by the ANDed `filters` (comparisons with timestamp
-/// literals either way round, `BETWEEN`); anything else leaves a bound open.
-fn time_bounds(filters: &[Expr]) -> (Option<i64>, Option<i64>) {
-    let mut min: Option<i64> = None;
-    let mut max: Option<i64> = None;
-    let is_time = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TIME);
-    let mut lower = |v: i64| min = Some(min.map_or(v, |m| m.max(v)));
-    let mut upper = |v: i64| max = Some(max.map_or(v, |m| m.min(v)));
-    for filter in filters {
-        match filter {
-            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                let (op, value) = if is_time(left) {
-                    (*op, timestamp_ns(right))
-                } else if is_time(right) {
-                    match op.swap() {
-                        Some(op) => (op, timestamp_ns(left)),
-                        None => continue,
-                    }
-                } else {
-                    continue;
-                };
-                let Some(v) = value else { continue };
-                match op {
-                    Operator::GtEq | Operator::Gt => lower(v),
-                    Operator::LtEq | Operator::Lt => upper(v),
-                    Operator::Eq => {
-                        lower(v);
-                        upper(v);
-                    }
-                    _ => {}
-                }
-            }
-            Expr::Between(Between {
-                expr,
-                negated: false,
-                low,
-                high,
-            }) if is_time(expr) => {
-                if let Some(v) = timestamp_ns(low) {
-                    lower(v);
-                }
-                if let Some(v) = timestamp_ns(high) {
-                    upper(v);
-                }
-            }
-            _ => {}
-        }
-    }
-    (min, max)
-}
-
-/// A timestamp literal in nanoseconds (coarser units are exact multiples).
-fn timestamp_ns(expr: &Expr) -> Option<i64> {
-    let Expr::Literal(value, _) = expr else {
-        return None;
-    };
-    match value {
-        ScalarValue::TimestampNanosecond(Some(v), _) => Some(*v),
-        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
-        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
-        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
-        _ => None,
-    }
 }
