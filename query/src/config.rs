@@ -16,6 +16,10 @@ pub struct QueryConfig {
     /// Traces up to this many spans are returned sorted by start time; larger ones are
     /// streamed in storage order so memory stays bounded.
     pub trace_sort_max_spans: usize,
+    /// Host names the query port answers to besides loopback names and IP literals
+    /// (`Host` header; a defence against DNS rebinding). `"*"` answers any name;
+    /// `".example.com"` any subdomain of example.com. See [`crate::http::AllowedHosts`].
+    pub allowed_hosts: Vec<String>,
     /// Downsampled metrics (`[query.rollups]`, see [`crate::rollup`]).
     pub rollups: RollupConfig,
 }
@@ -28,6 +32,7 @@ impl Default for QueryConfig {
             max_result_rows: 100_000,
             max_sql_bytes: 1 << 20,
             trace_sort_max_spans: 20_000,
+            allowed_hosts: Vec::new(),
             rollups: RollupConfig::default(),
         }
     }

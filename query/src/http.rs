@@ -326,3 +326,147 @@ mod tests {
         }
     }
 }
+
+/// The host names the query port answers to: a defence against DNS rebinding, where a web
+/// page on another origin points its own DNS name at 127.0.0.1 and reads the local API.
+/// A browser always sends the name it resolved in `Host` (`:authority` in HTTP/2), so
+/// answering only names the operator chose keeps such pages out.
+///
+/// Always allowed: `localhost`, `*.localhost` and IP literals (a page whose origin is an IP
+/// address is served by that address, so it is not a rebinding). Requests without a host
+/// (HTTP/1.0 tools) are allowed: browsers always send one.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    any: bool,
+    exact: Vec<String>,
+    /// Suffixes starting with `.`: `.example.com` allows `a.example.com`.
+    suffixes: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// From `query.allowed_hosts`.
+    pub fn new(configured: &[String]) -> Self {
+        let mut allowed = Self::default();
+        for name in configured {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if name == "*" {
+                allowed.any = true;
+            } else if let Some(domain) = name.strip_prefix("*.") {
+                allowed.suffixes.push(format!(".{domain}"));
+            } else if name.starts_with('.') {
+                allowed.suffixes.push(name);
+            } else if !name.is_empty() {
+                allowed.exact.push(name);
+            }
+        }
+        allowed
+    }
+
+    /// Whether a request naming `authority` (`host` or `host:port`) is answered.
+    pub fn allows(&self, authority: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let host = host_of(authority)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if host.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || host.ends_with(".localhost")
+        {
+            return true;
+        }
+        self.exact.contains(&host) || self.suffixes.iter().any(|s| host.ends_with(s.as_str()))
+    }
+}
+
+/// `host:port` -> `host`; `[::1]:3200` -> `::1`.
+fn host_of(authority: &str) -> &str {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Middleware: 403 for a request whose `Host` (or HTTP/2 authority) is not allowed.
+pub async fn host_guard(
+    State(allowed): State<Arc<AllowedHosts>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match authority {
+        Some(name) if !allowed.allows(name) => (
+            http::StatusCode::FORBIDDEN,
+            format!(
+                "host {name:?} is not allowed on this port; add it to query.allowed_hosts \
+                 (a defence against DNS rebinding)\n"
+            ),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Wraps a router (API, viewer, health) in [`host_guard`] with `query.allowed_hosts`.
+pub fn guard_hosts(router: Router, configured: &[String]) -> Router {
+    let allowed = Arc::new(AllowedHosts::new(configured));
+    router.layer(axum::middleware::from_fn_with_state(allowed, host_guard))
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_and_ip_literals_are_allowed_by_default() {
+        let allowed = AllowedHosts::new(&[]);
+        for host in [
+            "localhost",
+            "LOCALHOST:3200",
+            "localhost.",
+            "app.localhost:80",
+            "127.0.0.1",
+            "127.0.0.1:3200",
+            "10.1.2.3:3200",
+            "[::1]:3200",
+            "[::1]",
+        ] {
+            assert!(allowed.allows(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:3200",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:3200",
+            "",
+            "\u{fffd}",
+        ] {
+            assert!(!allowed.allows(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn configured_names_and_suffixes() {
+        let allowed = AllowedHosts::new(&[
+            "Weft.Example.com".to_owned(),
+            ".internal".to_owned(),
+            "*.corp.example".to_owned(),
+        ]);
+        assert!(allowed.allows("weft.example.com:3200"));
+        assert!(allowed.allows("query-1.internal"));
+        assert!(allowed.allows("a.b.corp.example"));
+        assert!(!allowed.allows("example.com"));
+        assert!(!allowed.allows("weft.example.com.evil"));
+        assert!(!allowed.allows("corp.example.evil"));
+        assert!(AllowedHosts::new(&["*".to_owned()]).allows("anything.at.all"));
+    }
+}

@@ -4,6 +4,8 @@
 //! Environment variables name a key path with `__` between levels, e.g.
 //! `WEFT_COLLECTOR__DATA_DIR=/var/lib/weft` or `WEFT_LISTEN__OTLP_GRPC=0.0.0.0:4317`.
 //! Values are read as TOML (numbers, booleans) and fall back to plain strings.
+//! Only `WEFT_<SECTION>__...` variables of a known section are configuration; other
+//! `WEFT_*` names (tools' own variables such as `WEFT_URL`) are ignored with a warning.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -115,14 +117,11 @@ impl WeftConfig {
             }
             None => toml::Table::new(),
         };
+        let sections = Self::sections();
         for (name, value) in vars {
-            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(path) = env_key_path(&name, &sections) else {
                 continue;
             };
-            if ENV_RESERVED.contains(&name.as_str()) || key.is_empty() {
-                continue;
-            }
-            let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
             set_path(&mut tree, &path, &value)
                 .with_context(|| format!("environment variable {name}"))?;
         }
@@ -143,6 +142,53 @@ impl WeftConfig {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
+}
+
+impl WeftConfig {
+    /// The top-level sections (`listen`, `collector`, ...): only `WEFT_<SECTION>__...`
+    /// variables are configuration.
+    fn sections() -> Vec<String> {
+        toml::Value::try_from(WeftConfig::default())
+            .ok()
+            .and_then(|v| v.as_table().map(|t| t.keys().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// `WEFT_*` variables in `vars` that are not configuration (no known section, or no
+    /// `__`): ignored by [`WeftConfig::load`], worth a warning in case of a typo.
+    pub fn ignored_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let sections = Self::sections();
+        let mut ignored: Vec<String> = vars
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                name.starts_with(ENV_PREFIX)
+                    && !ENV_RESERVED.contains(&name.as_str())
+                    && env_key_path(name, &sections).is_none()
+            })
+            .collect();
+        ignored.sort();
+        ignored
+    }
+}
+
+/// The config key path a `WEFT_*` variable sets: `WEFT_QUERY__TIMEOUT_SECS` ->
+/// `["query", "timeout_secs"]`. `None` for other variables: the reserved ones, names
+/// without `__`, and names whose first part is not a config section (`WEFT_URL`, which
+/// tools and test scripts use for their own purposes), so those never stop Weft.
+fn env_key_path(name: &str, sections: &[String]) -> Option<Vec<String>> {
+    if ENV_RESERVED.contains(&name) {
+        return None;
+    }
+    let key = name.strip_prefix(ENV_PREFIX)?;
+    let (section, rest) = key.split_once("__")?;
+    let section = section.to_ascii_lowercase();
+    if rest.is_empty() || !sections.contains(&section) {
+        return None;
+    }
+    let mut path = vec![section];
+    path.extend(rest.split("__").map(|p| p.to_ascii_lowercase()));
+    Some(path)
 }
 
 fn set_path(tree: &mut toml::Table, path: &[String], raw: &str) -> anyhow::Result<()> {
@@ -221,6 +267,35 @@ mod tests {
         let vars = vec![("WEFT_QUERY__NO_SUCH_KEY".to_owned(), "1".to_owned())];
         let err = WeftConfig::load(None, vars, &[]).unwrap_err();
         assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+    }
+
+    #[test]
+    fn only_variables_of_known_sections_are_config() {
+        let vars = vec![
+            ("WEFT_URL".to_owned(), "http://127.0.0.1:3200".to_owned()),
+            ("WEFT_FACTS".to_owned(), "/tmp/facts.json".to_owned()),
+            ("WEFT_NOT_A_SECTION__KEY".to_owned(), "1".to_owned()),
+            ("WEFT_QUERY".to_owned(), "1".to_owned()),
+            ("WEFT_QUERY__".to_owned(), "1".to_owned()),
+            ("WEFT_LOG".to_owned(), "debug".to_owned()),
+            ("WEFT_QUERY__TIMEOUT_SECS".to_owned(), "9".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let config = WeftConfig::load(None, vars.clone(), &[]).unwrap();
+        assert_eq!(config.query.timeout_secs, 9);
+        assert_eq!(
+            WeftConfig::ignored_env_vars(vars),
+            [
+                "WEFT_FACTS",
+                "WEFT_NOT_A_SECTION__KEY",
+                "WEFT_QUERY",
+                "WEFT_QUERY__",
+                "WEFT_URL"
+            ]
+        );
+        // A known section with an unknown key is still a typo worth refusing.
+        let typo = vec![("WEFT_LISTEN__OTLP_GRCP".to_owned(), "x".to_owned())];
+        assert!(WeftConfig::load(None, typo, &[]).is_err());
     }
 
     /// `config.example.toml` documents every key with its default value.

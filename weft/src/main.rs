@@ -259,6 +259,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let config = WeftConfig::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
+    for name in WeftConfig::ignored_env_vars(std::env::vars()) {
+        // Logging starts with the role, so this goes straight to stderr.
+        eprintln!(
+            "weft: warning: environment variable {name} is not configuration (only \
+             WEFT_<SECTION>__<KEY> of a known section is); ignored"
+        );
+    }
     config::ConfigSource {
         file: cli.config.clone(),
         overrides,

@@ -223,6 +223,7 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
         )))
         .merge(weft_ui::router())
         .merge(health_routes(health.clone()));
+    let http = weft_query::http::guard_hosts(http, &config.query.allowed_hosts);
 
     println!("weft: node id {node_id}");
     println!("weft: query-http listening on http://{query_addr}");

@@ -96,9 +96,12 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         .merge(health_routes(health.clone()));
     let postgres =
         weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
-    let query_http = weft_query::http::router(query)
-        .merge(weft_ui::router())
-        .merge(health_routes(health.clone()));
+    let query_http = weft_query::http::guard_hosts(
+        weft_query::http::router(query)
+            .merge(weft_ui::router())
+            .merge(health_routes(health.clone())),
+        &config.query.allowed_hosts,
+    );
 
     println!("weft: otlp-grpc listening on {grpc_addr}");
     println!("weft: otlp-http listening on http://{http_addr}");

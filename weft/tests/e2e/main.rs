@@ -13,6 +13,7 @@
 //! | `pg` | the real `psql`: exact rows from tables and views, writes/COPY/file reads refused with 42501 on a connection that stays usable, cancel, limits; metrics endpoints |
 //! | `ui` | the web viewer in headless Chromium (Playwright tests in `ui/web/e2e`) against the demo dataset: pages load cleanly, search finds known traces, the waterfall, critical path, span panel, service map, latency report and SQL console show what was sent |
 //! | `cluster` | a multi-process cluster (2 ingest, 3 collectors, 1 query) under load from the load generator and the SDK: every acknowledged span exactly once, through SIGKILL and SIGSTOP of a collector, a collector added and one removed, and a cut connection handed off through the spool |
+//! | `exposure` | the query port refuses foreign `Host` names (DNS rebinding) and answers loopback names, IPs and `query.allowed_hosts`; unrelated `WEFT_*` variables do not stop `weft up` |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
@@ -23,6 +24,7 @@ mod cluster;
 mod cluster_harness;
 mod common;
 mod crash;
+mod exposure;
 mod fixtures;
 mod graph;
 mod jaeger;

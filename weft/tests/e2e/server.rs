@@ -32,6 +32,18 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (e.g. after a crash).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server with a fresh data directory and extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self::start_in_with_env(tempdir.path(), extra, env);
+        server._tempdir = Some(tempdir);
+        server
+    }
+
+    fn start_in_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("up")
             .arg("--data-dir")
@@ -43,6 +55,7 @@ impl TestServer {
             .args(extra)
             .env("WEFT_LOG", "warn")
             .env_remove("WEFT_CONFIG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn weft");
