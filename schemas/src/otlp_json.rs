@@ -616,9 +616,7 @@ fn decode_metric(raw: &RawValue) -> Result<Metric> {
         }))
     } else if let Some(d) = variant(3)? {
         Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: each(d.lazy[0], "dataPoints", |r| {
-                exp_histogram_point(&value(r)?)
-            })?,
+            data_points: each(d.lazy[0], "dataPoints", |r| exp_histogram_point(&value(r)?))?,
             aggregation_temporality: temporality(&d.obj)?,
         }))
     } else if let Some(d) = variant(4)? {

@@ -35,8 +35,7 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::metrics::v1::{
     Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, SummaryDataPoint, metric,
-    summary_data_point::ValueAtQuantile,
+    ResourceMetrics, ScopeMetrics, SummaryDataPoint, metric, summary_data_point::ValueAtQuantile,
 };
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -143,14 +142,12 @@ pub fn scan_remote_write(body: &[u8]) -> Result<Shape> {
 
 fn scan_root(body: &[u8], msg: &'static Msg) -> Result<Shape> {
     let mut shape = scan_message(body, msg, 0)?;
-    shape.decoded_bytes = shape
-        .decoded_bytes
-        .saturating_add(msg.size as u64)
-        .saturating_mul(VEC_SLACK);
+    shape.decoded_bytes = shape.decoded_bytes.saturating_add(msg.size as u64);
     Ok(shape)
 }
 
-/// `Vec`s grow by doubling, so their capacity is at most twice what they hold.
+/// `Vec`s grow by doubling, so their capacity is at most twice what they hold (strings and
+/// bytes are allocated at their exact length).
 const VEC_SLACK: u64 = 2;
 
 // =============================================================================================
@@ -264,7 +261,12 @@ use std::mem::size_of;
 static TRACES_REQUEST: Msg = msg(
     size_of::<ExportTraceServiceRequest>(),
     Slot::None,
-    &[rep(1, "resource_spans", "resourceSpans", Kind::Msg(&RESOURCE_SPANS))],
+    &[rep(
+        1,
+        "resource_spans",
+        "resourceSpans",
+        Kind::Msg(&RESOURCE_SPANS),
+    )],
 );
 static RESOURCE_SPANS: Msg = msg(
     size_of::<ResourceSpans>(),
@@ -411,7 +413,12 @@ static RESOURCE_METRICS: Msg = msg(
     Slot::Resource,
     &[
         f(1, "resource", "resource", Kind::Msg(&RESOURCE)),
-        rep(2, "scope_metrics", "scopeMetrics", Kind::Msg(&SCOPE_METRICS)),
+        rep(
+            2,
+            "scope_metrics",
+            "scopeMetrics",
+            Kind::Msg(&SCOPE_METRICS),
+        ),
         f(3, "schema_url", "schemaUrl", B),
     ],
 );
@@ -433,7 +440,12 @@ static METRIC: Msg = msg(
         f(3, "unit", "unit", B),
         one(5, "gauge", "gauge", Kind::Msg(&POINTS_OF_NUMBERS)),
         one(7, "sum", "sum", Kind::Msg(&POINTS_OF_NUMBERS)),
-        one(9, "histogram", "histogram", Kind::Msg(&POINTS_OF_HISTOGRAMS)),
+        one(
+            9,
+            "histogram",
+            "histogram",
+            Kind::Msg(&POINTS_OF_HISTOGRAMS),
+        ),
         one(
             10,
             "exponential_histogram",
@@ -466,14 +478,24 @@ static POINTS_OF_EXP_HISTOGRAMS: Msg = msg(
     0,
     Slot::None,
     &[
-        rep(1, "data_points", "dataPoints", Kind::Msg(&EXP_HISTOGRAM_POINT)),
+        rep(
+            1,
+            "data_points",
+            "dataPoints",
+            Kind::Msg(&EXP_HISTOGRAM_POINT),
+        ),
         f(2, "aggregation_temporality", "aggregationTemporality", S),
     ],
 );
 static POINTS_OF_SUMMARIES: Msg = msg(
     0,
     Slot::None,
-    &[rep(1, "data_points", "dataPoints", Kind::Msg(&SUMMARY_POINT))],
+    &[rep(
+        1,
+        "data_points",
+        "dataPoints",
+        Kind::Msg(&SUMMARY_POINT),
+    )],
 );
 static NUMBER_POINT: Msg = msg(
     size_of::<NumberDataPoint>(),
@@ -555,7 +577,12 @@ static EXEMPLAR: Msg = msg(
     size_of::<Exemplar>(),
     Slot::Exemplar,
     &[
-        rep(7, "filtered_attributes", "filteredAttributes", Kind::Msg(&KEY_VALUE)),
+        rep(
+            7,
+            "filtered_attributes",
+            "filteredAttributes",
+            Kind::Msg(&KEY_VALUE),
+        ),
         f(2, "time_unix_nano", "timeUnixNano", S),
         one(3, "as_double", "asDouble", S),
         one(6, "as_int", "asInt", S),
@@ -728,7 +755,9 @@ fn scan_message(mut buf: &[u8], msg: &'static Msg, depth: u32) -> Result<Shape> 
                 got = scan_message(body, child, depth + 1)?;
                 if field.repeated {
                     got.count(child.slot);
-                    got.decoded_bytes = got.decoded_bytes.saturating_add(child.size as u64);
+                    got.decoded_bytes = got
+                        .decoded_bytes
+                        .saturating_add(child.size as u64 * VEC_SLACK);
                 } else {
                     // Singular child: counted when it is itself a counted type.
                     got.count(child.slot);
@@ -747,7 +776,7 @@ fn scan_message(mut buf: &[u8], msg: &'static Msg, depth: u32) -> Result<Shape> 
                 let len = varint(&mut buf)?;
                 take(&mut buf, len)?;
                 got.decoded_bytes = len.saturating_add(if field.repeated {
-                    size_of::<String>() as u64
+                    size_of::<String>() as u64 * VEC_SLACK
                 } else {
                     0
                 });
@@ -760,7 +789,7 @@ fn scan_message(mut buf: &[u8], msg: &'static Msg, depth: u32) -> Result<Shape> 
             }
             (Kind::Scalar, _) if field.repeated => {
                 skip(&mut buf, number, wire, depth)?;
-                got.decoded_bytes = 8;
+                got.decoded_bytes = 8 * VEC_SLACK;
             }
             // A scalar, or a wire type prost will refuse: skipped, nothing counted.
             _ => skip(&mut buf, number, wire, depth)?,
@@ -829,7 +858,6 @@ fn scan_json(body: &[u8], root: &'static Msg) -> Result<Shape> {
     shape.decoded_bytes = shape
         .decoded_bytes
         .saturating_add(root.size as u64)
-        .saturating_mul(VEC_SLACK)
         .saturating_add(tally.dom)
         .saturating_add(tally.largest_unit_dom);
     Ok(shape)
@@ -916,7 +944,11 @@ impl<'de> Visitor<'de> for JsonNode<'_> {
     fn visit_str<E>(mut self, s: &str) -> Result<(), E> {
         // In the Value tree, and decoded (strings, ids, base64: never longer).
         self.dom(s.len() as u64);
-        self.tally.shape.decoded_bytes = self.tally.shape.decoded_bytes.saturating_add(s.len() as u64);
+        self.tally.shape.decoded_bytes = self
+            .tally
+            .shape
+            .decoded_bytes
+            .saturating_add(s.len() as u64);
         Ok(())
     }
 
@@ -970,7 +1002,9 @@ impl<'de> Visitor<'de> for JsonNode<'_> {
             self.tally.shape.count(msg.slot);
             if self.element {
                 let shape = &mut self.tally.shape;
-                shape.decoded_bytes = shape.decoded_bytes.saturating_add(msg.size as u64);
+                shape.decoded_bytes = shape
+                    .decoded_bytes
+                    .saturating_add(msg.size as u64 * VEC_SLACK);
             }
         }
         if unit {
@@ -1121,7 +1155,11 @@ pub fn check_protobuf_prescan(data: &[u8]) {
     let scanned = scan_remote_write(data);
     if let Ok(req) = prometheus::WriteRequest::decode(data) {
         let scanned = scanned.expect("prost decoded a remote-write body the scanner refused");
-        assert_eq!(scanned.counts(), counts_of_remote_write(&req), "remote-write counts");
+        assert_eq!(
+            scanned.counts(),
+            counts_of_remote_write(&req),
+            "remote-write counts"
+        );
     }
 }
 
@@ -1144,7 +1182,10 @@ pub fn check_json(data: &[u8], traces: bool) {
         if let Ok(req) = crate::otlp_json::decode_metrics(data) {
             let scanned = scanned.expect("decoder accepted a metrics body the scanner refused");
             let decoded = counts_of_metrics(&req);
-            assert!(scanned.data_points >= decoded.data_points, "{scanned:?} vs {decoded:?}");
+            assert!(
+                scanned.data_points >= decoded.data_points,
+                "{scanned:?} vs {decoded:?}"
+            );
             assert!(scanned.attributes >= decoded.attributes);
             let _ = crate::metrics::from_otlp(&req);
         }
@@ -1462,7 +1503,7 @@ mod tests {
         assert_eq!(shape.items(), n as u64);
         // ~20 kB of body, but the decoded spans are at least n x size_of::<Span>().
         assert!(shape.decoded_bytes >= (n * size_of::<Span>()) as u64);
-        assert!(shape.decoded_bytes <= (4 * n * size_of::<Span>()) as u64 + 4096);
+        assert!(shape.decoded_bytes <= (2 * n * size_of::<Span>()) as u64 + 4096);
         let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         assert_eq!(counts_of_traces(&decoded), shape.counts());
     }
