@@ -100,8 +100,14 @@ impl BufferConfig {
 pub struct ReceiverConfig {
     /// Largest accepted request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
     pub max_request_bytes: usize,
-    /// Request bytes held by requests being processed at once; beyond it, 429 / UNAVAILABLE.
+    /// Memory held by requests being received and decoded at once: body bytes as they
+    /// arrive, then the decoded size (estimated before decoding from a scan of the body).
+    /// A request that does not fit gets 429 / UNAVAILABLE + retry; one that could never fit
+    /// gets 413 / RESOURCE_EXHAUSTED.
     pub max_inflight_bytes: usize,
+    /// Most spans plus data points (remote-write samples) in one request; more is refused
+    /// with 413 / RESOURCE_EXHAUSTED before anything is decoded.
+    pub max_items_per_request: u64,
     /// `Retry-After` sent with 429 / 503 answers.
     pub retry_after_secs: u64,
 }
@@ -111,6 +117,7 @@ impl Default for ReceiverConfig {
         Self {
             max_request_bytes: 16 << 20,
             max_inflight_bytes: 256 << 20,
+            max_items_per_request: 500_000,
             retry_after_secs: 1,
         }
     }

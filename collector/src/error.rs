@@ -27,6 +27,20 @@ pub enum Error {
     InvalidCompression(String),
     #[error("error reading request body: {0}")]
     BodyRead(String),
+    /// The client sent its body too slowly (`listen.body_idle_timeout_secs` /
+    /// `listen.body_timeout_secs`).
+    #[error("{0}")]
+    BodyTimeout(String),
+    #[error(
+        "request holds {items} spans and data points, more than \
+         receiver.max_items_per_request = {limit}; send smaller batches"
+    )]
+    TooManyItems { items: u64, limit: u64 },
+    #[error(
+        "request would take about {decoded} bytes once decoded, more than \
+         receiver.max_inflight_bytes = {limit}; send smaller batches"
+    )]
+    DecodesTooLarge { decoded: u64, limit: usize },
     #[error("{what} is not supported by weft: {hint}")]
     NotSupported {
         what: &'static str,
@@ -75,7 +89,10 @@ impl Error {
             | Error::InvalidCompression(_)
             | Error::BodyRead(_)
             | Error::Schema(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooLarge { .. } | Error::TooManyItems { .. } | Error::DecodesTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType(_) | Error::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -121,7 +138,10 @@ impl Error {
             | Error::UnsupportedMediaType(_)
             | Error::UnsupportedEncoding(_)
             | Error::Schema(_) => Code::InvalidArgument,
-            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::TooManyItems { .. } | Error::DecodesTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
+            Error::BodyTimeout(_) => Code::DeadlineExceeded,
             Error::NotSupported { .. } => Code::Unimplemented,
             Error::Overloaded { .. } | Error::Wal(_) | Error::ShuttingDown | Error::Storage(_) => {
                 Code::Unavailable

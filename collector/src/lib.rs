@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod listen;
 pub mod metrics_limits;
 pub mod receiver;
 pub mod ring;

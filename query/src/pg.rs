@@ -57,8 +57,8 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use weft_collector::listen::Listener;
 
 use crate::{Error, QueryService};
 
@@ -72,7 +72,7 @@ const SERVER_VERSION: &str = "16.6";
 /// are long-lived (an idle psql would hold shutdown for ever) and every statement is
 /// read-only, so dropping one loses nothing.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     service: Arc<QueryService>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -82,21 +82,26 @@ pub async fn serve(
     loop {
         // Reap finished connections so the set only holds open ones.
         while connections.try_join_next().is_some() {}
-        tokio::select! {
+        // The listener caps connections (shedding the oldest) and backs off on accept
+        // errors such as running out of file descriptors.
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let handlers = handlers.clone();
-                    connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                            tracing::debug!(%peer, error = %e, "postgres connection ended");
-                        }
-                    });
+            accepted = listener.accept() => accepted,
+        };
+        let handlers = handlers.clone();
+        connections.spawn(async move {
+            let peer = accepted.peer;
+            tokio::select! {
+                result = pgwire::tokio::process_socket(accepted.stream, None, handlers) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "postgres connection ended");
+                    }
                 }
-                // Out of file descriptors and the like: keep serving the others.
-                Err(e) => tracing::warn!(error = %e, "postgres accept failed"),
-            },
-        }
+                () = accepted.slot.closed() => {
+                    tracing::debug!(%peer, "postgres connection closed to make room");
+                }
+            }
+        });
     }
     connections.shutdown().await;
     Ok(())

@@ -15,6 +15,10 @@ pub enum Error {
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
 
+    /// A protobuf body whose wire format is broken (found by [`crate::shape`] before decoding).
+    #[error("invalid protobuf: {0}")]
+    Malformed(String),
+
     /// A remote-write body that is not valid snappy (block format).
     #[error("invalid snappy body: {0}")]
     Snappy(#[from] snap::Error),

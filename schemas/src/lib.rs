@@ -51,6 +51,7 @@ pub mod otlp_json;
 pub mod parquet_settings;
 pub mod prometheus;
 pub mod sampling;
+pub mod shape;
 pub mod spans;
 pub mod zipkin;
 

@@ -21,6 +21,10 @@
 //!
 //! Serde's recursion limit (128) bounds nesting, so the recursive walk cannot overflow the
 //! stack on hostile input.
+//!
+//! Decoding never holds a `Value` tree of the whole body (about 25x the body for typical
+//! spans): the levels down to spans, metrics and data points are read as raw slices of the
+//! body, and each span or data point becomes a tree only while it is converted.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -37,6 +41,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use crate::{Error, Result};
@@ -73,20 +78,24 @@ const TEMPORALITY_NAMES: &[&str] = &[
 // =============================================================================================
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest` body.
+///
+/// Only one span at a time is held as a `serde_json::Value` tree: the levels above spans are
+/// read as raw JSON slices of the body (a tree of the whole body costs ~25x its size).
 pub fn decode_traces(body: &[u8]) -> Result<ExportTraceServiceRequest> {
-    let root = parse(body)?;
-    let o = as_obj(&root, "request")?;
+    let root = parse_raw(body)?;
+    let top = split(root, "request", &[("resourceSpans", "resource_spans")])?;
     Ok(ExportTraceServiceRequest {
-        resource_spans: list(o, "resourceSpans", "resource_spans", resource_spans)?,
+        resource_spans: each(top.lazy[0], "resourceSpans", resource_spans)?,
     })
 }
 
-/// Decodes an OTLP/JSON `ExportMetricsServiceRequest` body.
+/// Decodes an OTLP/JSON `ExportMetricsServiceRequest` body (one data point at a time as a
+/// `Value` tree, like [`decode_traces`]).
 pub fn decode_metrics(body: &[u8]) -> Result<ExportMetricsServiceRequest> {
-    let root = parse(body)?;
-    let o = as_obj(&root, "request")?;
+    let root = parse_raw(body)?;
+    let top = split(root, "request", &[("resourceMetrics", "resource_metrics")])?;
     Ok(ExportMetricsServiceRequest {
-        resource_metrics: list(o, "resourceMetrics", "resource_metrics", resource_metrics)?,
+        resource_metrics: each(top.lazy[0], "resourceMetrics", resource_metrics)?,
     })
 }
 
@@ -153,8 +162,65 @@ pub fn any_value_from_json(v: &Value) -> Result<AnyValue> {
 // Decoding helpers
 // =============================================================================================
 
-fn parse(body: &[u8]) -> Result<Value> {
+/// The body as one raw JSON value (syntax checked, nothing built).
+fn parse_raw(body: &[u8]) -> Result<&RawValue> {
     serde_json::from_slice(body).map_err(|e| Error::Json(e.to_string()))
+}
+
+fn value(raw: &RawValue) -> Result<Value> {
+    serde_json::from_str(raw.get()).map_err(|e| Error::Json(e.to_string()))
+}
+
+/// An object whose big list fields are kept as raw JSON, to be decoded element by element.
+struct Split<'a> {
+    /// Every other field, parsed.
+    obj: Obj,
+    /// Per `(camel, snake)` pair asked for: the camelCase value unless absent or `null`,
+    /// else the snake_case one (the same rule as [`get`]).
+    lazy: Vec<Option<&'a RawValue>>,
+}
+
+fn split<'a>(raw: &'a RawValue, what: &str, lazy: &[(&str, &str)]) -> Result<Split<'a>> {
+    if !raw.get().starts_with('{') {
+        return Err(Error::Json(format!("{what}: expected a json object")));
+    }
+    // A map, so a repeated key keeps its last value, as in a `Value` tree.
+    let fields: std::collections::BTreeMap<String, &'a RawValue> =
+        serde_json::from_str(raw.get()).map_err(|e| Error::Json(e.to_string()))?;
+    let mut obj = Obj::new();
+    let mut camel = vec![None; lazy.len()];
+    let mut snake = vec![None; lazy.len()];
+    for (key, raw) in fields {
+        let present = raw.get() != "null";
+        if let Some(i) = lazy.iter().position(|(c, _)| *c == key) {
+            camel[i] = present.then_some(raw);
+        } else if let Some(i) = lazy.iter().position(|(_, s)| *s == key) {
+            snake[i] = present.then_some(raw);
+        } else {
+            obj.insert(key, value(raw)?);
+        }
+    }
+    Ok(Split {
+        obj,
+        lazy: camel.into_iter().zip(snake).map(|(c, s)| c.or(s)).collect(),
+    })
+}
+
+/// Decodes every element of a raw JSON array (absent: none).
+fn each<'a, T>(
+    raw: Option<&'a RawValue>,
+    camel: &str,
+    item: impl Fn(&'a RawValue) -> Result<T>,
+) -> Result<Vec<T>> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if !raw.get().starts_with('[') {
+        return Err(err(camel, "expected an array"));
+    }
+    let items: Vec<&'a RawValue> =
+        serde_json::from_str(raw.get()).map_err(|e| Error::Json(e.to_string()))?;
+    items.into_iter().map(item).collect()
 }
 
 fn err(field: &str, what: &str) -> Error {
@@ -417,21 +483,21 @@ fn scope(o: &Obj) -> Result<Option<InstrumentationScope>> {
 
 // ---- traces ---------------------------------------------------------------------------------
 
-fn resource_spans(v: &Value) -> Result<ResourceSpans> {
-    let o = as_obj(v, "resourceSpans")?;
+fn resource_spans(raw: &RawValue) -> Result<ResourceSpans> {
+    let s = split(raw, "resourceSpans", &[("scopeSpans", "scope_spans")])?;
     Ok(ResourceSpans {
-        resource: resource(o)?,
-        scope_spans: list(o, "scopeSpans", "scope_spans", scope_spans)?,
-        schema_url: string(o, "schemaUrl", "schema_url")?,
+        resource: resource(&s.obj)?,
+        scope_spans: each(s.lazy[0], "scopeSpans", scope_spans)?,
+        schema_url: string(&s.obj, "schemaUrl", "schema_url")?,
     })
 }
 
-fn scope_spans(v: &Value) -> Result<ScopeSpans> {
-    let o = as_obj(v, "scopeSpans")?;
+fn scope_spans(raw: &RawValue) -> Result<ScopeSpans> {
+    let s = split(raw, "scopeSpans", &[("spans", "spans")])?;
     Ok(ScopeSpans {
-        scope: scope(o)?,
-        spans: list(o, "spans", "spans", decode_span)?,
-        schema_url: string(o, "schemaUrl", "schema_url")?,
+        scope: scope(&s.obj)?,
+        spans: each(s.lazy[0], "spans", |r| decode_span(&value(r)?))?,
+        schema_url: string(&s.obj, "schemaUrl", "schema_url")?,
     })
 }
 
@@ -489,26 +555,36 @@ fn decode_link(v: &Value) -> Result<span::Link> {
 
 // ---- metrics --------------------------------------------------------------------------------
 
-fn resource_metrics(v: &Value) -> Result<ResourceMetrics> {
-    let o = as_obj(v, "resourceMetrics")?;
+fn resource_metrics(raw: &RawValue) -> Result<ResourceMetrics> {
+    let s = split(raw, "resourceMetrics", &[("scopeMetrics", "scope_metrics")])?;
     Ok(ResourceMetrics {
-        resource: resource(o)?,
-        scope_metrics: list(o, "scopeMetrics", "scope_metrics", scope_metrics)?,
-        schema_url: string(o, "schemaUrl", "schema_url")?,
+        resource: resource(&s.obj)?,
+        scope_metrics: each(s.lazy[0], "scopeMetrics", scope_metrics)?,
+        schema_url: string(&s.obj, "schemaUrl", "schema_url")?,
     })
 }
 
-fn scope_metrics(v: &Value) -> Result<ScopeMetrics> {
-    let o = as_obj(v, "scopeMetrics")?;
+fn scope_metrics(raw: &RawValue) -> Result<ScopeMetrics> {
+    let s = split(raw, "scopeMetrics", &[("metrics", "metrics")])?;
     Ok(ScopeMetrics {
-        scope: scope(o)?,
-        metrics: list(o, "metrics", "metrics", decode_metric)?,
-        schema_url: string(o, "schemaUrl", "schema_url")?,
+        scope: scope(&s.obj)?,
+        metrics: each(s.lazy[0], "metrics", decode_metric)?,
+        schema_url: string(&s.obj, "schemaUrl", "schema_url")?,
     })
 }
 
-fn decode_metric(v: &Value) -> Result<Metric> {
-    let o = as_obj(v, "metric")?;
+/// The data variants of a metric, in the order the first present one is taken.
+const METRIC_DATA: [(&str, &str); 5] = [
+    ("gauge", "gauge"),
+    ("sum", "sum"),
+    ("histogram", "histogram"),
+    ("exponentialHistogram", "exponential_histogram"),
+    ("summary", "summary"),
+];
+
+fn decode_metric(raw: &RawValue) -> Result<Metric> {
+    let s = split(raw, "metric", &METRIC_DATA)?;
+    let o = &s.obj;
     let temporality = |d: &Obj| {
         enumeration(
             d,
@@ -517,29 +593,35 @@ fn decode_metric(v: &Value) -> Result<Metric> {
             TEMPORALITY_NAMES,
         )
     };
-    let data = if let Some(d) = obj_field(o, "gauge", "gauge")? {
+    // The variant's object, with its data points left raw.
+    let variant = |i: usize| -> Result<Option<Split<'_>>> {
+        s.lazy[i]
+            .map(|d| split(d, METRIC_DATA[i].0, &[("dataPoints", "data_points")]))
+            .transpose()
+    };
+    let data = if let Some(d) = variant(0)? {
         Some(metric::Data::Gauge(Gauge {
-            data_points: list(d, "dataPoints", "data_points", number_point)?,
+            data_points: each(d.lazy[0], "dataPoints", |r| number_point(&value(r)?))?,
         }))
-    } else if let Some(d) = obj_field(o, "sum", "sum")? {
+    } else if let Some(d) = variant(1)? {
         Some(metric::Data::Sum(Sum {
-            data_points: list(d, "dataPoints", "data_points", number_point)?,
-            aggregation_temporality: temporality(d)?,
-            is_monotonic: boolean(d, "isMonotonic", "is_monotonic")?,
+            data_points: each(d.lazy[0], "dataPoints", |r| number_point(&value(r)?))?,
+            aggregation_temporality: temporality(&d.obj)?,
+            is_monotonic: boolean(&d.obj, "isMonotonic", "is_monotonic")?,
         }))
-    } else if let Some(d) = obj_field(o, "histogram", "histogram")? {
+    } else if let Some(d) = variant(2)? {
         Some(metric::Data::Histogram(Histogram {
-            data_points: list(d, "dataPoints", "data_points", histogram_point)?,
-            aggregation_temporality: temporality(d)?,
+            data_points: each(d.lazy[0], "dataPoints", |r| histogram_point(&value(r)?))?,
+            aggregation_temporality: temporality(&d.obj)?,
         }))
-    } else if let Some(d) = obj_field(o, "exponentialHistogram", "exponential_histogram")? {
+    } else if let Some(d) = variant(3)? {
         Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: list(d, "dataPoints", "data_points", exp_histogram_point)?,
-            aggregation_temporality: temporality(d)?,
+            data_points: each(d.lazy[0], "dataPoints", |r| exp_histogram_point(&value(r)?))?,
+            aggregation_temporality: temporality(&d.obj)?,
         }))
-    } else if let Some(d) = obj_field(o, "summary", "summary")? {
+    } else if let Some(d) = variant(4)? {
         Some(metric::Data::Summary(Summary {
-            data_points: list(d, "dataPoints", "data_points", summary_point)?,
+            data_points: each(d.lazy[0], "dataPoints", |r| summary_point(&value(r)?))?,
         }))
     } else {
         None

@@ -82,6 +82,47 @@ pub struct ListenConfig {
     pub advertise_cluster_grpc: String,
     /// Same for `cluster_http`.
     pub advertise_cluster_http: String,
+    /// Every listener: HTTP/1 request headers must arrive within this many seconds, and a
+    /// keep-alive connection that sends no new request for this long is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long is cut (408; the OTLP receivers
+    /// release its in-flight budget).
+    pub body_idle_timeout_secs: u64,
+    /// A request body not complete after this long is cut (408): a minimum upload rate.
+    pub body_timeout_secs: u64,
+    /// A connection with no request running and no byte in or out for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections per listener. At the cap the connection idle longest is closed to
+    /// make room. 0: derived from the open-file limit (raised to its hard limit at start).
+    pub max_connections: usize,
+    /// HTTP/2 (gRPC): concurrent streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 (gRPC): ping an idle connection this often; close it when a ping is not
+    /// answered within `http2_keepalive_timeout_secs`.
+    pub http2_keepalive_interval_secs: u64,
+    pub http2_keepalive_timeout_secs: u64,
+}
+
+impl ListenConfig {
+    /// The connection limits of one of `listeners` listeners of this process.
+    pub fn limits(&self, listeners: usize) -> weft_collector::listen::Limits {
+        use std::time::Duration;
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        weft_collector::listen::Limits {
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            body_idle_timeout: secs(self.body_idle_timeout_secs),
+            body_timeout: secs(self.body_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            max_connections: match self.max_connections {
+                0 => weft_collector::listen::default_max_connections(listeners),
+                n => n,
+            },
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams.max(1),
+            http2_keepalive_interval: secs(self.http2_keepalive_interval_secs),
+            http2_keepalive_timeout: secs(self.http2_keepalive_timeout_secs),
+            ..weft_collector::listen::Limits::default()
+        }
+    }
 }
 
 impl Default for ListenConfig {
@@ -96,6 +137,14 @@ impl Default for ListenConfig {
             cluster_http: SocketAddr::from(([127, 0, 0, 1], 4419)),
             advertise_cluster_grpc: String::new(),
             advertise_cluster_http: String::new(),
+            header_read_timeout_secs: 10,
+            body_idle_timeout_secs: 30,
+            body_timeout_secs: 300,
+            idle_timeout_secs: 300,
+            max_connections: 0,
+            http2_max_concurrent_streams: 256,
+            http2_keepalive_interval_secs: 30,
+            http2_keepalive_timeout_secs: 20,
         }
     }
 }

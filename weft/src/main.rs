@@ -297,6 +297,16 @@ fn main() -> anyhow::Result<()> {
 
 fn run(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     init_logging();
+    // Before any listener exists: their default connection caps derive from this limit.
+    match weft_collector::listen::raise_fd_limit() {
+        Ok(limit) if limit.now > limit.before => tracing::info!(
+            from = limit.before,
+            to = limit.now,
+            "raised the open-file limit to its hard limit"
+        ),
+        Ok(limit) => tracing::info!(limit = limit.now, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weft")

@@ -36,8 +36,9 @@ use crate::server::{Health, bind, health_routes, otlp_grpc_server, shutdown_sign
 
 /// `weft collector`: stores the traces the ring gives it; serves its unflushed rows.
 pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
-    let grpc_listener = bind(config.listen.cluster_grpc, "cluster-grpc").await?;
-    let http_listener = bind(config.listen.cluster_http, "cluster-http").await?;
+    let limits = config.listen.limits(2);
+    let grpc_listener = bind(config.listen.cluster_grpc, "cluster-grpc", &limits).await?;
+    let http_listener = bind(config.listen.cluster_http, "cluster-http", &limits).await?;
     let (grpc_bound, http_bound) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
     let grpc_addr = advertised(
         &config.listen.advertise_cluster_grpc,
@@ -132,8 +133,9 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
 
 /// `weft ingest`: OTLP from apps, forwarded to the owners of each trace.
 pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
-    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
-    let http_listener = bind(config.listen.otlp_http, "otlp-http").await?;
+    let limits = config.listen.limits(2);
+    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc", &limits).await?;
+    let http_listener = bind(config.listen.otlp_http, "otlp-http", &limits).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let node_id = node_id(&config, http_addr);
@@ -192,8 +194,9 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
 
 /// `weft query`: SQL, APIs and the viewer over the shared storage plus live collector rows.
 pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
-    let query_listener = bind(config.listen.query_http, "query-http").await?;
-    let postgres_listener = bind(config.listen.postgres, "postgres").await?;
+    let limits = config.listen.limits(2);
+    let query_listener = bind(config.listen.query_http, "query-http", &limits).await?;
+    let postgres_listener = bind(config.listen.postgres, "postgres", &limits).await?;
     let query_addr = query_listener.local_addr()?;
     let postgres_addr = postgres_listener.local_addr()?;
     let node_id = node_id(&config, query_addr);
@@ -250,13 +253,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: weft_collector::listen::Listener,
     router: Router,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stopped(stop))
-        .await
+    weft_collector::listen::serve_http(listener, router, stopped(stop)).await
 }
 
 /// The configured node id, or `<hostname>-<port>` of the node's main listener.

@@ -7,6 +7,9 @@
 //!  :3200 axum   ── query API, web viewer ──> weft_query::QueryService ──┘ (snapshots)
 //!  :5433 pgwire ── Postgres protocol (psql) ──┘ (same read-only SQL path)
 //! ```
+//!
+//! Every listener goes through `weft_collector::listen` (header, body and idle timeouts,
+//! HTTP/2 limits, a connection cap that sheds the idle longest; see `[listen]`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weft_collector::listen::{Limits, Listener, serve_http};
 use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
@@ -75,10 +79,12 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
 
-    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc").await?;
-    let http_listener = bind(config.listen.otlp_http, "otlp-http").await?;
-    let query_listener = bind(config.listen.query_http, "query-http").await?;
-    let postgres_listener = bind(config.listen.postgres, "postgres").await?;
+    // Four listeners share the process's file descriptors.
+    let limits = config.listen.limits(4);
+    let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc", &limits).await?;
+    let http_listener = bind(config.listen.otlp_http, "otlp-http", &limits).await?;
+    let query_listener = bind(config.listen.query_http, "query-http", &limits).await?;
+    let postgres_listener = bind(config.listen.postgres, "postgres", &limits).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let query_addr = query_listener.local_addr()?;
@@ -115,16 +121,16 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     println!("weft: ready");
 
     let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(
-        axum::serve(http_listener, otlp_http)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
-    let query_task = tokio::spawn(
-        axum::serve(query_listener, query_http)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let http_task = tokio::spawn(serve_http(
+        http_listener,
+        otlp_http,
+        stopped(stop_rx.clone()),
+    ));
+    let query_task = tokio::spawn(serve_http(
+        query_listener,
+        query_http,
+        stopped(stop_rx.clone()),
+    ));
 
     let postgres_task = tokio::spawn(postgres);
 
@@ -147,26 +153,30 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
 
 /// The OTLP/gRPC services of `sink` (a collector or an ingest node) on `listener`, until
 /// `shutdown` resolves.
+/// Served like every HTTP listener ([`serve_http`]: timeouts, HTTP/2 limits, connection
+/// cap), so gRPC clients get the same protection as HTTP ones.
 pub(crate) fn otlp_grpc_server<S: weft_collector::receiver::OtlpSink>(
     sink: Arc<S>,
-    listener: TcpListener,
+    listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
     let (traces, metrics, logs) = weft_collector::receiver::grpc::services(sink);
-    tonic::transport::Server::builder()
-        .add_service(traces)
+    let routes = tonic::service::Routes::new(traces)
         .add_service(metrics)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .add_service(logs);
+    serve_http(listener, routes, shutdown)
 }
 
-pub(crate) async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Binds `addr`; the listener applies `limits` (connection cap, idle shedding).
+pub(crate) async fn bind(
+    addr: std::net::SocketAddr,
+    what: &'static str,
+    limits: &Limits,
+) -> anyhow::Result<Listener> {
+    let tcp = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {what} on {addr}"))
+        .with_context(|| format!("binding {what} on {addr}"))?;
+    Ok(Listener::new(tcp, what, limits.clone()))
 }
 
 pub(crate) async fn shutdown_signal() {

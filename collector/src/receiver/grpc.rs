@@ -5,6 +5,11 @@
 //! decoder sees exactly what the client sent. tonic does framing, gzip, and the size cap
 //! (measured after decompression); the cap is reported as RESOURCE_EXHAUSTED.
 //!
+//! Memory: the request body's bytes are charged to the in-flight budget frame by frame as
+//! they arrive ([`ChargedBody`]), so unfinished messages count too; a stalled stream is cut
+//! by the listener's body timeouts (DEADLINE_EXCEEDED) and its charge released. The handler
+//! then charges the decompressed message and its decoded size ([`super::admit_decoded`]).
+//!
 //! The services are generic over [`OtlpSink`]: a collector node stores what it receives,
 //! an ingest node forwards it to the owning collectors; the protocol handling is the same.
 
@@ -14,6 +19,8 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::SERVICE_NAME as LOGS_SERVICE;
@@ -25,10 +32,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERV
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-use super::OtlpSink;
+use super::{BodyKind, OtlpSink};
 use crate::{Collector, Error, ExportOutcome, Format};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
@@ -172,7 +180,7 @@ impl<S, K, B> tower::Service<http::Request<B>> for OtlpService<S, K>
 where
     S: Signal,
     K: OtlpSink,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -196,7 +204,14 @@ where
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX);
-            let mut response = grpc.unary(ExportCall::<S, K>::new(sink), req).await;
+            let charge = Charge::default();
+            let req = req.map(|body| ChargedBody {
+                inner: Box::pin(body),
+                inflight: sink.inflight().clone(),
+                retry_after: Duration::from_secs(sink.receiver_config().retry_after_secs),
+                charge: charge.clone(),
+            });
+            let mut response = grpc.unary(ExportCall::<S, K>::new(sink, charge), req).await;
             too_large_is_resource_exhausted(&mut response);
             Ok(response)
         })
@@ -216,15 +231,86 @@ fn too_large_is_resource_exhausted(response: &mut http::Response<tonic::body::Bo
     }
 }
 
+/// The budget charged for one request's wire bytes, handed from the body to the handler.
+type Charge = Arc<parking_lot::Mutex<Option<OwnedSemaphorePermit>>>;
+
+/// A request body that charges every data frame to the in-flight budget as it arrives.
+struct ChargedBody<B> {
+    inner: Pin<Box<B>>,
+    inflight: Arc<Semaphore>,
+    retry_after: Duration,
+    charge: Charge,
+}
+
+impl<B> http_body::Body for ChargedBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    match self.inflight.clone().try_acquire_many_owned(permits) {
+                        Ok(more) => {
+                            let mut charge = self.charge.lock();
+                            match charge.as_mut() {
+                                Some(held) => held.merge(more),
+                                None => *charge = Some(more),
+                            }
+                        }
+                        Err(_) => {
+                            let status = Error::Overloaded {
+                                reason: "too many request bytes in flight",
+                                retry_after: self.retry_after,
+                                too_many_requests: true,
+                            }
+                            .to_grpc_status();
+                            return Poll::Ready(Some(Err(Box::new(status))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                if crate::listen::is_body_timeout(&*e) {
+                    let status = Error::BodyTimeout(e.to_string()).to_grpc_status();
+                    return Poll::Ready(Some(Err(Box::new(status))));
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 struct ExportCall<S, K> {
     sink: Arc<K>,
+    charge: Charge,
     signal: PhantomData<fn() -> S>,
 }
 
 impl<S, K> ExportCall<S, K> {
-    fn new(sink: Arc<K>) -> Self {
+    fn new(sink: Arc<K>, charge: Charge) -> Self {
         Self {
             sink,
+            charge,
             signal: PhantomData,
         }
     }
@@ -236,24 +322,37 @@ impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.sink.clone();
+        let wire = self.charge.lock().take();
         Box::pin(async move {
             let body = request.into_inner();
-            // Hold the body's bytes against the in-flight budget while it is processed.
-            let permits = u32::try_from(body.len().max(1)).unwrap_or(u32::MAX);
-            let _permit = sink
-                .inflight()
-                .clone()
-                .try_acquire_many_owned(permits)
-                .map_err(|_| {
-                    Error::Overloaded {
-                        reason: "too many requests in flight",
-                        retry_after: std::time::Duration::from_secs(
-                            sink.receiver_config().retry_after_secs,
-                        ),
-                        too_many_requests: true,
+            // The message's bytes stay charged while it is processed: the wire bytes
+            // already are (the same memory when it was not compressed); a compressed one
+            // is charged what it grew to. Then its decoded size is charged too.
+            let held = wire.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+            let grown = body.len().max(1).saturating_sub(held);
+            let mut permit = match wire {
+                Some(wire) if grown == 0 => wire,
+                wire => {
+                    let mut more = sink
+                        .inflight()
+                        .clone()
+                        .try_acquire_many_owned(u32::try_from(grown).unwrap_or(u32::MAX))
+                        .map_err(|_| super::overloaded(&*sink).to_grpc_status())?;
+                    if let Some(wire) = wire {
+                        more.merge(wire);
                     }
-                    .to_grpc_status()
-                })?;
+                    more
+                }
+            };
+            let kind = match S::SERVICE {
+                TRACE_SERVICE => Some(BodyKind::Traces(Format::Protobuf)),
+                METRICS_SERVICE => Some(BodyKind::Metrics(Format::Protobuf)),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                super::admit_decoded(&*sink, &body, kind, &mut permit)
+                    .map_err(|e| e.to_grpc_status())?;
+            }
             S::export(sink.clone(), body)
                 .await
                 .map(tonic::Response::new)

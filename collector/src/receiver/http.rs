@@ -3,8 +3,11 @@
 //!
 //! ```text
 //!  request ─> Content-Type (protobuf | json, else 415) ─> Content-Encoding (gzip | identity, else 415)
-//!          ─> stream the body (chunked or not) against the in-flight budget (429) and the cap (413)
+//!          ─> stream the body (chunked or not) against the in-flight budget (429) and the cap (413);
+//!             memory follows the bytes that arrive, never the announced Content-Length;
+//!             a body cut by the listener's timeouts gets 408 and its budget back
 //!          ─> gunzip with the cap applied to the *decompressed* size (413)
+//!          ─> admit_decoded: scan, item cap and decoded size (413), budget for it (429)
 //!          ─> OtlpSink::export_* ─> 200 + Export*ServiceResponse (partial success) in the
 //!             request's encoding, or an error status with a google.rpc.Status body
 //! ```
@@ -13,7 +16,6 @@
 
 use std::io::Read as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -32,7 +34,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message as _;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::OtlpSink;
+use super::{BodyKind, OtlpSink, admit_decoded, overloaded};
 use crate::{Error, ExportOutcome, Format};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -67,10 +69,17 @@ async fn export<K: OtlpSink>(c: &K, headers: &HeaderMap, body: Body, signal: Sig
         Ok(f) => f,
         Err(e) => return error_response(&e, Format::Json),
     };
-    let (body, _permit) = match read_body(c, headers, body).await {
+    let (body, mut permit) = match read_body(c, headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e, format),
     };
+    let kind = match signal {
+        Signal::Traces => BodyKind::Traces(format),
+        Signal::Metrics => BodyKind::Metrics(format),
+    };
+    if let Err(e) = admit_decoded(c, &body, kind, &mut permit) {
+        return error_response(&e, format);
+    }
     let result = match signal {
         Signal::Traces => c.export_traces(body, format).await,
         Signal::Metrics => c.export_metrics(body, format).await,
@@ -126,14 +135,12 @@ async fn prometheus_write<K: OtlpSink>(
         return plain_error(&Error::UnsupportedEncoding(encoding.to_owned()));
     }
     let limit = c.receiver_config().max_request_bytes;
-    let (body, _permit) = match read_raw(&*c, &headers, body, limit).await {
+    let (body, mut permit) = match read_raw(&*c, &headers, body, limit).await {
         Ok(b) => b,
         Err(e) => return plain_error(&e),
     };
-    match snap::raw::decompress_len(&body) {
-        Ok(len) if len > limit => return plain_error(&Error::TooLarge { limit }),
-        Ok(_) => {}
-        Err(e) => return plain_error(&Error::InvalidCompression(format!("snappy: {e}"))),
+    if let Err(e) = admit_remote_write(&*c, &body, limit, &mut permit) {
+        return plain_error(&e);
     }
     match c.export_prometheus(body).await {
         Ok(outcome) if outcome.rejected > 0 && outcome.accepted == 0 => (
@@ -144,6 +151,31 @@ async fn prometheus_write<K: OtlpSink>(
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => plain_error(&e),
     }
+}
+
+/// Checks the snappy body's decompressed size against the cap, then decompresses it once
+/// (charged to the budget) to scan it; the sink decodes the compressed body itself.
+fn admit_remote_write<K: OtlpSink>(
+    c: &K,
+    body: &[u8],
+    limit: usize,
+    permit: &mut OwnedSemaphorePermit,
+) -> Result<(), Error> {
+    let len = match snap::raw::decompress_len(body) {
+        Ok(len) if len > limit => return Err(Error::TooLarge { limit }),
+        Ok(len) => len,
+        Err(e) => return Err(Error::InvalidCompression(format!("snappy: {e}"))),
+    };
+    let more = c
+        .inflight()
+        .clone()
+        .try_acquire_many_owned(u32::try_from(len.max(1)).unwrap_or(u32::MAX))
+        .map_err(|_| overloaded(c))?;
+    permit.merge(more);
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| Error::InvalidCompression(format!("snappy: {e}")))?;
+    admit_decoded(c, &raw, BodyKind::RemoteWrite, permit).map(|_| ())
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -169,11 +201,12 @@ fn request_format(headers: &HeaderMap) -> Result<Format, Error> {
     }
 }
 
-fn overloaded<K: OtlpSink>(c: &K) -> Error {
-    Error::Overloaded {
-        reason: "too many request bytes in flight",
-        retry_after: Duration::from_secs(c.receiver_config().retry_after_secs),
-        too_many_requests: true,
+/// A body error: the listener's timeouts (408) or a broken connection (400).
+fn body_error(error: axum::Error) -> Error {
+    if crate::listen::is_body_timeout(&error) {
+        Error::BodyTimeout(error.to_string())
+    } else {
+        Error::BodyRead(error.to_string())
     }
 }
 
@@ -195,9 +228,11 @@ async fn read_raw<K: OtlpSink>(
         .clone()
         .try_acquire_many_owned(1)
         .map_err(|_| overloaded(c))?;
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+    // Never sized from the announced Content-Length: memory follows the bytes that arrive
+    // (2,000 requests announcing 16 MB and sending one byte must not reserve 32 GB).
+    let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::BodyRead(e.to_string()))?;
+        let frame = frame.map_err(body_error)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -308,6 +343,8 @@ fn add_retry_after(error: &Error, response: &mut Response) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -44,7 +44,7 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -52,7 +52,7 @@ fn now_ns() -> u64 {
 }
 
 /// Fresh random-looking ids (distinct per call within a process).
-fn ids(seed: u64) -> ([u8; 16], [u8; 8]) {
+pub(crate) fn ids(seed: u64) -> ([u8; 16], [u8; 8]) {
     let mut x = now_ns() ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut next = || {
         // xorshift64*
@@ -68,7 +68,12 @@ fn ids(seed: u64) -> ([u8; 16], [u8; 8]) {
     (trace, span)
 }
 
-fn span(trace_id: &[u8], span_id: &[u8], name: &str, attr: Option<(&str, &str)>) -> Span {
+pub(crate) fn span(
+    trace_id: &[u8],
+    span_id: &[u8],
+    name: &str,
+    attr: Option<(&str, &str)>,
+) -> Span {
     let start = now_ns() - 1_000_000_000;
     Span {
         trace_id: trace_id.to_vec(),
@@ -82,7 +87,7 @@ fn span(trace_id: &[u8], span_id: &[u8], name: &str, attr: Option<(&str, &str)>)
     }
 }
 
-fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
+pub(crate) fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -131,7 +136,7 @@ fn assert_status_body(reply: &Reply, status: u16, grpc_code: i32, json_body: boo
     }
 }
 
-async fn grpc_channel(server: &TestServer) -> tonic::transport::Channel {
+pub(crate) async fn grpc_channel(server: &TestServer) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(server.otlp_grpc.clone())
         .expect("endpoint")
         .connect()
@@ -178,8 +183,19 @@ impl Decoder for RawCodec {
     }
 }
 
-async fn grpc_raw_export(server: &TestServer, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(grpc_channel(server).await);
+pub(crate) async fn grpc_raw_export(
+    server: &TestServer,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    grpc_raw_export_on(grpc_channel(server).await, message).await
+}
+
+/// [`grpc_raw_export`] on an existing channel.
+pub(crate) async fn grpc_raw_export_on(
+    channel: tonic::transport::Channel,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("grpc ready");
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",

@@ -15,6 +15,7 @@
 //! | `cluster` | a multi-process cluster (2 ingest, 3 collectors, 1 query) under load from the load generator and the SDK: every acknowledged span exactly once, through SIGKILL and SIGSTOP of a collector, a collector added and one removed, and a cut connection handed off through the spool |
 //! | `exposure` | the query port refuses foreign `Host` names (DNS rebinding) and answers loopback names, IPs and `query.allowed_hosts`; unrelated `WEFT_*` variables do not stop `weft up` |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
+//! | `edge` | slow, idle, numerous and amplifying clients: decode bombs get 413 in bounded memory, slow headers / stalled bodies / lying lengths / unfinished gRPC messages are cut and release their budget, idle sockets past the fd limit do not block exports or queries |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
@@ -24,6 +25,7 @@ mod cluster;
 mod cluster_harness;
 mod common;
 mod crash;
+mod edge;
 mod exposure;
 mod fixtures;
 mod graph;

@@ -30,21 +30,37 @@ impl TestServer {
         server
     }
 
+    /// Starts a server with a fresh data directory under a wrapper command that execs it,
+    /// e.g. `["prlimit", "--nofile=256:256", "--"]` (the pid stays the server's).
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Self {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self::spawn(wrapper, tempdir.path(), extra, &[]);
+        server._tempdir = Some(tempdir);
+        server
+    }
+
     /// Starts a server on an existing data directory (e.g. after a crash).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::start_in_with_env(data_dir, extra, &[])
+        Self::spawn(&[], data_dir, extra, &[])
     }
 
     /// Starts a server with a fresh data directory and extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self::start_in_with_env(tempdir.path(), extra, env);
+        let mut server = Self::spawn(&[], tempdir.path(), extra, env);
         server._tempdir = Some(tempdir);
         server
     }
 
-    fn start_in_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    fn spawn(wrapper: &[&str], data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_weft"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_weft")),
+        };
         cmd.arg("up")
             .arg("--data-dir")
             .arg(data_dir)
@@ -99,6 +115,18 @@ impl TestServer {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM` = peak RSS), in bytes.
+    pub fn proc_status_bytes(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or_else(|| panic!("no {key} in /proc/<pid>/status"))
     }
 
     /// Sends a signal by name (`-HUP`) with `kill(1)`.
