@@ -52,6 +52,7 @@ pub mod parquet_settings;
 pub mod prometheus;
 pub mod sampling;
 pub mod spans;
+pub mod window;
 pub mod zipkin;
 
 mod arrow_util;

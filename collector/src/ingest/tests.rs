@@ -208,7 +208,12 @@ fn start_ingest_with(
     view: Arc<ClusterView>,
 ) -> (Arc<Ingest>, watch::Sender<Arc<ClusterView>>) {
     let (tx, rx) = watch::channel(view);
-    let ingest = Ingest::start(config, ReceiverConfig::default(), rx).unwrap();
+    // The tests send fixed historical times: a window wide enough for them.
+    let receiver = ReceiverConfig {
+        accept_past_secs: 100 * 365 * 24 * 3600,
+        ..ReceiverConfig::default()
+    };
+    let ingest = Ingest::start(config, receiver, rx).unwrap();
     (ingest, tx)
 }
 

@@ -14,6 +14,8 @@
 //! | `ui` | the web viewer in headless Chromium (Playwright tests in `ui/web/e2e`) against the demo dataset: pages load cleanly, search finds known traces, the waterfall, critical path, span panel, service map, latency report and SQL console show what was sent |
 //! | `cluster` | a multi-process cluster (2 ingest, 3 collectors, 1 query) under load from the load generator and the SDK: every acknowledged span exactly once, through SIGKILL and SIGSTOP of a collector, a collector added and one removed, and a cut connection handed off through the spool |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
+//! | `damage` | a torn WAL segment, a flipped byte mid-WAL and an unreadable Parquet file: acknowledged spans are never silently lost, the rest is served, the damage is reported (incidents, `/metrics`, `x-weft-warnings`) |
+//! | `time_window` | spans outside the accepted time window are refused by partial success; 20,000 hours in one request leave a bounded number of files |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
@@ -23,6 +25,7 @@ mod cluster;
 mod cluster_harness;
 mod common;
 mod crash;
+mod damage;
 mod fixtures;
 mod graph;
 mod jaeger;
@@ -30,5 +33,6 @@ mod pg;
 mod sampling;
 mod sdk;
 mod server;
+mod time_window;
 mod trace_lookup;
 mod ui;
