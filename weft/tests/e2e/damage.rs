@@ -216,6 +216,21 @@ async fn a_flipped_byte_mid_wal_loses_one_record_loudly() {
     data[offset + FRAME_HEADER + (len - FRAME_HEADER) / 2] ^= 0x01;
     fs::write(&segment, &data).unwrap();
 
+    // `weft wal check` reports it without changing anything.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["wal", "check"])
+        .arg(&dir)
+        .output()
+        .expect("run weft wal check");
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !check.status.success(),
+        "corruption fails the check: {printed}"
+    );
+    assert!(printed.contains("\"kind\":\"corrupt\""), "{printed}");
+    assert!(printed.contains("59 records readable"), "{printed}");
+    assert_eq!(fs::read(&segment).unwrap(), data, "check changes nothing");
+
     let second = TestServer::start_in(&dir, &[]);
     assert_eq!(
         second.sql_count("SELECT count(*) AS n FROM spans").await,
