@@ -76,6 +76,10 @@ pub struct BufferConfig {
     pub flush_age_secs: u64,
     /// Most rows in one Parquet file; bigger flushes are split.
     pub max_file_rows: usize,
+    /// Most hour partitions one flush writes: a flush takes whole WAL records in sequence
+    /// order and stops before the record that would go past this (one record always goes
+    /// whole); the rest waits for the next flush. Keeps flushed-through marks exact.
+    pub max_partitions_per_flush: usize,
 }
 
 impl Default for BufferConfig {
@@ -85,6 +89,7 @@ impl Default for BufferConfig {
             flush_bytes: 256 << 20,
             flush_age_secs: 60,
             max_file_rows: 4_000_000,
+            max_partitions_per_flush: 32,
         }
     }
 }
@@ -110,6 +115,23 @@ pub struct ReceiverConfig {
     pub max_items_per_request: u64,
     /// `Retry-After` sent with 429 / 503 answers.
     pub retry_after_secs: u64,
+    /// Span start times and metric point times older than this many seconds before the
+    /// server's clock are refused (partial success). Bounds the hour partitions, so the
+    /// Parquet files, one request can create. 7 days: late batches and replays from a
+    /// buffering agent fit (Loki's `reject_old_samples_max_age` default is the same).
+    pub accept_past_secs: u64,
+    /// ...and times more than this many seconds ahead of it (clock skew allowance).
+    pub accept_future_secs: u64,
+}
+
+impl ReceiverConfig {
+    /// The accepted window of item times.
+    pub fn time_window(&self) -> weft_schemas::window::TimeWindow {
+        weft_schemas::window::TimeWindow {
+            past: Duration::from_secs(self.accept_past_secs),
+            future: Duration::from_secs(self.accept_future_secs),
+        }
+    }
 }
 
 impl Default for ReceiverConfig {
@@ -119,6 +141,8 @@ impl Default for ReceiverConfig {
             max_inflight_bytes: 256 << 20,
             max_items_per_request: 500_000,
             retry_after_secs: 1,
+            accept_past_secs: 7 * 24 * 3600,
+            accept_future_secs: 3600,
         }
     }
 }

@@ -28,6 +28,7 @@
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod incidents;
 pub mod ingest;
 pub mod listen;
 pub mod metrics_limits;
@@ -52,12 +53,13 @@ use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
+use incidents::{IncidentKind, Incidents};
 use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
 pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
 use telemetry::Telemetry;
-use wal::{RecordKind, Wal};
+use wal::{DamageKind, RecordKind, Wal};
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,11 @@ pub struct CollectorOptions {
     /// sees every point of a series: `weft up`. In a cluster, ingest spreads a series'
     /// requests over collectors by body hash, so per-node limits would disagree.
     pub metrics_limits: bool,
+    /// Refuse items whose time is outside `receiver.accept_past_secs` /
+    /// `accept_future_secs` (`weft up`). Collectors behind `weft ingest` take what the
+    /// ingest node accepted: it applied the window when the client sent the data, and a
+    /// spooled batch may arrive much later.
+    pub time_window: bool,
     pub telemetry: Arc<Telemetry>,
 }
 
@@ -100,6 +107,9 @@ impl Default for CollectorOptions {
             sampling: SamplingConfig::default(),
             head_sampling: true,
             metrics_limits: true,
+            // Off for embedders and tests that replay fixed historical times; `weft up`
+            // turns it on.
+            time_window: false,
             telemetry: Telemetry::new(),
         }
     }
@@ -110,10 +120,12 @@ pub struct Collector {
     config: CollectorConfig,
     store: Arc<Store>,
     wal: Wal<Durable>,
+    incidents: Arc<Incidents>,
     telemetry: Arc<Telemetry>,
     head: Option<HeadSampler>,
     tail: Arc<TailSampler>,
     metrics_limiter: Option<metrics_limits::MetricsLimiter>,
+    time_window: Option<weft_schemas::window::TimeWindow>,
     /// Bytes of request bodies being processed (memory bound for receivers).
     inflight: Arc<Semaphore>,
     /// Wakes the flusher early (buffer over its flush size, or admission refused).
@@ -154,16 +166,22 @@ impl Collector {
             })
             .transpose()
             .map_err(Error::Config)?;
+        let incidents = Arc::new(Incidents::open(&config.data_dir)?);
         let store = Arc::new(Store::open(
             &config.data_dir,
-            &config.default_tenant,
-            config.parquet.clone(),
-            config.buffer.max_file_rows,
+            store::StoreOptions {
+                tenant: config.default_tenant.clone(),
+                parquet: config.parquet.clone(),
+                max_file_rows: config.buffer.max_file_rows,
+                max_partitions_per_flush: config.buffer.max_partitions_per_flush,
+                incidents: incidents.clone(),
+                telemetry: telemetry.clone(),
+            },
         )?);
         let wal_dir = config.data_dir.join("wal");
         let mut replayed = 0u64;
         let mut held = tail::Replay::default();
-        let next_seq = wal::replay(&wal_dir, |record| {
+        let report = wal::replay(&wal_dir, |record| {
             match record.kind {
                 // Held spans are covered by later decision records, not by flush marks.
                 RecordKind::OtlpTracesHeld => {
@@ -198,6 +216,8 @@ impl Collector {
             );
         }
         tail.restore(held, Instant::now());
+        report_wal_damage(&report, &telemetry, &incidents);
+        let next_seq = report.next_seq;
         let applier = store.clone();
         let holder = tail.clone();
         let wal = Wal::start(&wal_dir, &config.wal, next_seq, move |group| {
@@ -216,14 +236,17 @@ impl Collector {
                 .max_inflight_bytes
                 .min(Semaphore::MAX_PERMITS),
         ));
+        let time_window = options.time_window.then(|| config.receiver.time_window());
         let collector = Arc::new(Self {
             config,
             store,
             wal,
+            incidents,
             telemetry,
             head,
             tail,
             metrics_limiter,
+            time_window,
             inflight,
             flush_now: Arc::new(Notify::new()),
         });
@@ -251,6 +274,11 @@ impl Collector {
     /// This node's own metrics (served at `/metrics`).
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// Damage found in this node's stored data (WAL corruption, quarantined files).
+    pub fn incidents(&self) -> &Arc<Incidents> {
+        &self.incidents
     }
 
     /// The tail sampler (pending traces, WAL floor).
@@ -300,6 +328,10 @@ impl Collector {
                 (request, None)
             }
         };
+        let window = self.window_spans(&mut request);
+        if window.count > 0 {
+            payload = None;
+        }
         let mut sampled_out = 0;
         if let Some(head) = self.head.as_ref().filter(|h| !h.is_noop()) {
             let outcome = head.apply(&mut request, Instant::now());
@@ -316,6 +348,11 @@ impl Collector {
             self.commit(RecordKind::OtlpTraces, payload, converted)
                 .await?
         };
+        weft_schemas::window::merge_rejections(
+            &mut outcome.rejected,
+            &mut outcome.rejection_message,
+            window,
+        );
         // Spans sampled away were accepted: the client must not retry them.
         outcome.accepted += sampled_out;
         Ok(outcome)
@@ -364,6 +401,13 @@ impl Collector {
     pub async fn export_metrics(&self, body: Bytes, format: Format) -> Result<ExportOutcome> {
         self.admit()?;
         let (mut request, mut payload) = decode_metrics_body(body, format)?;
+        let window = match self.time_window {
+            Some(w) => w.now().retain_metric_points(&mut request),
+            None => Default::default(),
+        };
+        if window.count > 0 {
+            payload = Bytes::from(request.encode_to_vec());
+        }
         if let Some(limiter) = self.metrics_limiter.as_ref().filter(|l| !l.is_noop())
             && limiter.apply_otlp(&mut request).changed
         {
@@ -371,21 +415,50 @@ impl Collector {
             payload = Bytes::from(request.encode_to_vec());
         }
         let converted = weft_schemas::metrics::from_otlp(&request);
-        self.commit(RecordKind::OtlpMetrics, payload, converted)
-            .await
+        let mut outcome = self
+            .commit(RecordKind::OtlpMetrics, payload, converted)
+            .await?;
+        weft_schemas::window::merge_rejections(
+            &mut outcome.rejected,
+            &mut outcome.rejection_message,
+            window,
+        );
+        Ok(outcome)
     }
 
     /// Accepts a Prometheus remote-write body (snappy-compressed `WriteRequest`).
     pub async fn export_prometheus(&self, snappy_body: Bytes) -> Result<ExportOutcome> {
         self.admit()?;
         let mut request = weft_schemas::prometheus::decode_remote_write(&snappy_body)?;
+        let window = match self.time_window {
+            Some(w) => w.now().retain_remote_write(&mut request),
+            None => Default::default(),
+        };
         if let Some(limiter) = self.metrics_limiter.as_ref().filter(|l| !l.is_noop()) {
             limiter.apply_remote_write(&mut request);
         }
         let payload = Bytes::from(request.encode_to_vec());
         let converted = weft_schemas::prometheus::metrics_from_remote_write(&request);
-        self.commit(RecordKind::PrometheusWrite, payload, converted)
-            .await
+        let mut outcome = self
+            .commit(RecordKind::PrometheusWrite, payload, converted)
+            .await?;
+        weft_schemas::window::merge_rejections(
+            &mut outcome.rejected,
+            &mut outcome.rejection_message,
+            window,
+        );
+        Ok(outcome)
+    }
+
+    /// Removes spans outside the accepted time window (when this node applies it).
+    fn window_spans(
+        &self,
+        request: &mut ExportTraceServiceRequest,
+    ) -> weft_schemas::window::WindowRejected {
+        match self.time_window {
+            Some(w) => w.now().retain_spans(request),
+            None => Default::default(),
+        }
     }
 
     async fn commit(
@@ -416,12 +489,21 @@ impl Collector {
     /// Flushes every table now and drops WAL segments that are fully in Parquet.
     pub async fn flush_all(&self) -> Result<Vec<FlushStats>> {
         let mut all = Vec::new();
+        // Everything durable now gets flushed; what arrives meanwhile may wait.
+        let target = self.store.durable_seq();
         for table in Table::ALL {
-            let store = self.store.clone();
-            let stats = tokio::task::spawn_blocking(move || store.flush(table))
-                .await
-                .map_err(|e| Error::Storage(format!("flush task: {e}")))??;
-            all.push(stats);
+            // One flush writes a bounded number of partitions: repeat until done.
+            loop {
+                let store = self.store.clone();
+                let stats = tokio::task::spawn_blocking(move || store.flush(table))
+                    .await
+                    .map_err(|e| Error::Storage(format!("flush task: {e}")))??;
+                let done = stats.rows == 0 || stats.flushed_through >= target;
+                all.push(stats);
+                if done {
+                    break;
+                }
+            }
         }
         self.wal.truncate_through(self.wal_floor())?;
         Ok(all)
@@ -465,6 +547,79 @@ impl Collector {
     /// safe without this (it is in the WAL); it only makes the next start faster.
     pub async fn shutdown(&self) -> Result<()> {
         self.flush_all().await.map(|_| ())
+    }
+}
+
+/// Logs, counts and records (as incidents) what WAL replay found damaged. Torn tails are
+/// the expected trace of a crash mid-write: a WARN and a counter. Corruption may have cost
+/// acknowledged records: an ERROR, counters and a persistent incident.
+fn report_wal_damage(report: &wal::ReplayReport, telemetry: &Telemetry, incidents: &Incidents) {
+    for damage in &report.damage {
+        let segment = damage.segment.display().to_string();
+        let quarantined = damage.quarantined.as_ref().map(|p| p.display().to_string());
+        match damage.kind {
+            DamageKind::TornTail => {
+                tracing::warn!(
+                    segment,
+                    offset = damage.offset,
+                    bytes = damage.bytes,
+                    quarantined,
+                    "wal segment ended in a torn write (a record cut short by a crash, never \
+                     acknowledged); cut off the incomplete frame"
+                );
+                telemetry.add(
+                    "weft_wal_torn_tail_repairs_total",
+                    "Torn WAL tails (writes cut short by a crash) cut off at replay.",
+                    &[],
+                    1.0,
+                );
+            }
+            DamageKind::Corrupt => {
+                let missing = match damage.missing {
+                    Some(m) if m.exact => format!("sequence numbers {}..={}", m.first, m.last),
+                    Some(m) => format!("up to sequence numbers {}..={}", m.first, m.last),
+                    None => "no sequence number missing".to_owned(),
+                };
+                let records = damage.missing.map_or(0, |m| m.count());
+                tracing::error!(
+                    segment,
+                    offset = damage.offset,
+                    bytes = damage.bytes,
+                    missing,
+                    quarantined,
+                    "wal corruption: skipped damaged bytes and kept every good record after \
+                     them; acknowledged records in the damaged bytes are lost"
+                );
+                telemetry.add(
+                    "weft_wal_corrupt_records_total",
+                    "WAL records lost to corruption found at replay (upper bound when the damage ends the log).",
+                    &[],
+                    records as f64,
+                );
+                telemetry.add(
+                    "weft_wal_corrupt_bytes_total",
+                    "Corrupt WAL bytes skipped at replay (copied to wal/quarantine).",
+                    &[],
+                    damage.bytes as f64,
+                );
+                let message = format!(
+                    "WAL corruption in {segment} at offset {}: {} bytes skipped, {missing}                      lost; damaged bytes kept in {}",
+                    damage.offset,
+                    damage.bytes,
+                    quarantined.as_deref().unwrap_or("(not kept)")
+                );
+                let details = serde_json::json!({
+                    "segment": segment,
+                    "offset": damage.offset,
+                    "bytes": damage.bytes,
+                    "missing": damage.missing,
+                    "quarantined": quarantined,
+                });
+                if let Err(e) = incidents.record(IncidentKind::WalCorruption, message, details) {
+                    tracing::error!(error = %e, "could not record the wal corruption incident");
+                }
+            }
+        }
     }
 }
 

@@ -110,28 +110,26 @@ impl TraceIdFilter {
 
     /// Reads the filter written beside `parquet_path`, or, when it is missing or damaged
     /// (files written before filters existed, a crash while writing one), rebuilds it from
-    /// the file's `trace_id` column and writes it again. `None` only if that fails too: the
-    /// file is then always scanned, which is slower but correct.
-    pub fn load_or_rebuild(parquet_path: &Path) -> Option<Self> {
+    /// the file's `trace_id` column and writes it again. An error means the Parquet file
+    /// itself could not be read: the caller quarantines it.
+    pub fn load_or_rebuild(parquet_path: &Path) -> crate::Result<Self> {
         let sidecar = sidecar_path(parquet_path);
         if let Some(filter) = std::fs::read(&sidecar)
             .ok()
             .and_then(|bytes| Self::from_bytes(&bytes))
         {
-            return Some(filter);
+            return Ok(filter);
         }
-        match Self::from_parquet(parquet_path) {
-            Ok(filter) => {
-                if let Err(e) = std::fs::write(&sidecar, filter.to_bytes()) {
-                    tracing::warn!(file = %sidecar.display(), error = %e, "cannot write trace id filter");
-                }
-                Some(filter)
-            }
-            Err(e) => {
-                tracing::warn!(file = %parquet_path.display(), error = %e, "cannot build trace id filter");
-                None
-            }
+        let filter = Self::from_parquet(parquet_path).map_err(|e| {
+            crate::Error::Storage(format!(
+                "cannot read {} to build its trace id filter: {e}",
+                parquet_path.display()
+            ))
+        })?;
+        if let Err(e) = std::fs::write(&sidecar, filter.to_bytes()) {
+            tracing::warn!(file = %sidecar.display(), error = %e, "cannot write trace id filter");
         }
+        Ok(filter)
     }
 
     /// Builds the filter from a span file's `trace_id` column (sorted, so distinct ids are

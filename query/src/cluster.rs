@@ -380,7 +380,15 @@ impl ClusterSource {
                 missing
                     .into_iter()
                     .map(|path| {
-                        let filter = TraceIdFilter::load_or_rebuild(&path).map(Arc::new);
+                        // Another node's file: read, never moved; unreadable means always
+                        // scanned (the owning collector quarantines it on its next start).
+                        let filter = match TraceIdFilter::load_or_rebuild(&path) {
+                            Ok(filter) => Some(Arc::new(filter)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "no trace id filter");
+                                None
+                            }
+                        };
                         (path, filter)
                     })
                     .collect::<Vec<_>>()

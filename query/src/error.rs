@@ -21,6 +21,10 @@ pub enum Error {
     NotAcceptable(String),
     #[error("query failed: {0}")]
     Execution(String),
+    /// A stored file could not be read (Parquet decode, I/O). The files the request read
+    /// are then checked and an unreadable one is quarantined (`warnings`, `provider`).
+    #[error("query failed reading stored data: {0}")]
+    DataUnreadable(String),
     #[error(transparent)]
     Schema(#[from] weft_schemas::Error),
 }
@@ -61,6 +65,25 @@ impl From<DataFusionError> for Error {
             {
                 Error::BadRequest(err.strip_backtrace())
             }
+            DataFusionError::ParquetError(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_) => Error::DataUnreadable(err.strip_backtrace()),
+            DataFusionError::ArrowError(arrow_err, _)
+                if matches!(
+                    **arrow_err,
+                    ArrowError::ParquetError(_)
+                        | ArrowError::IoError(..)
+                        | ArrowError::ExternalError(_)
+                ) =>
+            {
+                Error::DataUnreadable(err.strip_backtrace())
+            }
+            DataFusionError::External(e)
+                if e.downcast_ref::<parquet::errors::ParquetError>().is_some()
+                    || e.downcast_ref::<std::io::Error>().is_some() =>
+            {
+                Error::DataUnreadable(err.strip_backtrace())
+            }
             _ => Error::Execution(err.strip_backtrace()),
         }
     }
@@ -86,7 +109,9 @@ impl Error {
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            Error::Execution(_) | Error::Schema(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Execution(_) | Error::DataUnreadable(_) | Error::Schema(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -94,6 +119,11 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
+        if matches!(self, Error::DataUnreadable(_))
+            && let Some(request) = crate::warnings::RequestState::current()
+        {
+            request.mark_data_unreadable();
+        }
         if status.is_server_error() {
             tracing::error!(error = %self, "query failed");
         }

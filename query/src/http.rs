@@ -33,6 +33,11 @@ pub fn router(service: Arc<QueryService>) -> Router {
             post(sql).layer(DefaultBodyLimit::max(sql_limit)),
         )
         .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/status/incidents", get(incidents))
+        .route(
+            "/api/v1/status/incidents/{id}/ack",
+            post(acknowledge_incident),
+        )
         .with_state(service.clone())
         .merge(crate::search::router(service.clone()))
         .merge(crate::graph::router(service.clone()))
@@ -41,6 +46,37 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .merge(crate::jaeger::router(service))
         // Every answer of every endpoint carries `x-weft-warnings` when it is partial.
         .layer(axum::middleware::from_fn(crate::warnings::layer))
+}
+
+/// `GET /api/v1/status/incidents`: damage found in this node's stored data (WAL corruption,
+/// quarantined Parquet files), oldest first, acknowledged or not. A cluster's incidents are
+/// kept by each collector node (`<data_dir>/incidents.jsonl`): empty here.
+async fn incidents(State(service): State<Arc<QueryService>>) -> Response {
+    let list = match service.source() {
+        crate::DataSource::Local(collector) => collector.incidents().list(),
+        crate::DataSource::Cluster(_) => Vec::new(),
+    };
+    let unacknowledged = list.iter().filter(|i| !i.acknowledged).count();
+    Json(serde_json::json!({ "incidents": list, "unacknowledged": unacknowledged })).into_response()
+}
+
+/// `POST /api/v1/status/incidents/{id}/ack`: an operator has seen it; query answers stop
+/// warning about it.
+async fn acknowledge_incident(
+    State(service): State<Arc<QueryService>>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| Error::BadRequest(format!("incident id {id:?} is not a number")))?;
+    let crate::DataSource::Local(collector) = service.source() else {
+        return Err(Error::NotFound(format!("no incident {id} on this node")));
+    };
+    match collector.incidents().acknowledge(id) {
+        Ok(true) => Ok(Json(serde_json::json!({ "acknowledged": id })).into_response()),
+        Ok(false) => Err(Error::NotFound(format!("no incident {id}"))),
+        Err(e) => Err(Error::Execution(e.to_string())),
+    }
 }
 
 #[derive(Debug, Deserialize)]

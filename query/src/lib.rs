@@ -165,9 +165,11 @@ impl QueryService {
         let request = warnings::RequestState::current_or_detached();
         for table in Table::ALL {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {
-                DataSource::Local(collector) => {
-                    Arc::new(provider::WeftTable::new(table, collector.clone()))
-                }
+                DataSource::Local(collector) => Arc::new(provider::WeftTable::with_request(
+                    table,
+                    collector.clone(),
+                    request.clone(),
+                )),
                 DataSource::Cluster(source) => Arc::new(cluster::ClusterTable::new(
                     table,
                     source.clone(),
@@ -204,24 +206,16 @@ impl QueryService {
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let max_rows = self.config.max_result_rows;
         let run = async {
-            let ctx = self.session()?;
-            let mut df = ctx.sql_with_options(sql, Self::read_only()).await?;
-            if !matches!(&params, ParamValues::List(list) if list.is_empty()) {
-                df = df.with_param_values(params)?;
+            let first = self.run_sql(sql, params.clone()).await;
+            // A committed file may be unreadable: check the files this query read; if one
+            // was quarantined, answer from the others (same deadline).
+            if let Err(Error::DataUnreadable(_)) = &first
+                && let Some(state) = warnings::RequestState::current()
+                && state.quarantine_unreadable_scanned().await > 0
+            {
+                return self.run_sql(sql, params).await;
             }
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            // EXPLAIN cannot sit under a LIMIT, and its output is a few rows anyway.
-            let explains = matches!(
-                df.logical_plan(),
-                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
-            );
-            let df = if explains {
-                df
-            } else {
-                df.limit(0, Some(max_rows + 1))?
-            };
-            let batches = df.collect().await?;
-            Ok::<_, Error>((schema, batches))
+            first
         };
         let (outcome, warnings) = warnings::collect(tokio::time::timeout(timeout, run)).await;
         let (schema, mut batches) =
@@ -243,6 +237,32 @@ impl QueryService {
             truncated,
             warnings,
         })
+    }
+
+    async fn run_sql(
+        &self,
+        sql: &str,
+        params: ParamValues,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let max_rows = self.config.max_result_rows;
+        let ctx = self.session()?;
+        let mut df = ctx.sql_with_options(sql, Self::read_only()).await?;
+        if !matches!(&params, ParamValues::List(list) if list.is_empty()) {
+            df = df.with_param_values(params)?;
+        }
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        // EXPLAIN cannot sit under a LIMIT, and its output is a few rows anyway.
+        let explains = matches!(
+            df.logical_plan(),
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+        );
+        let df = if explains {
+            df
+        } else {
+            df.limit(0, Some(max_rows + 1))?
+        };
+        let batches = df.collect().await?;
+        Ok((schema, batches))
     }
 
     /// All spans of one trace, ordered by start time, or `None` when no span has that ID.

@@ -751,7 +751,7 @@ fn sqlstate(error: &Error) -> &'static str {
         Error::BadRequest(m) if m.contains("current transaction is aborted") => "25P02",
         Error::BadRequest(m) if m.starts_with("SQL error") || m.contains("ParserError") => "42601",
         Error::BadRequest(_) | Error::NotAcceptable(_) => "42000",
-        Error::Execution(_) | Error::Schema(_) => "XX000",
+        Error::Execution(_) | Error::DataUnreadable(_) | Error::Schema(_) => "XX000",
     }
 }
 

@@ -10,6 +10,12 @@
 //!       └─ live  ─> DataSourceExec(memory)
 //!  ─> UnionExec  (FilterExec above it re-applies every filter: pushdown is "inexact")
 //! ```
+//!
+//! Damaged files: the files a scan reads are noted in the request's state; when the request
+//! fails they are read completely (once per process) and an unreadable one is quarantined
+//! by the store (moved aside, dropped from the manifest, incident recorded), after which SQL
+//! retries once and other endpoints answer the next request from the remaining files.
+//! Unacknowledged incidents are added to every answer's warnings.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,18 +38,35 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use weft_collector::Collector;
+use weft_collector::incidents::Incidents;
 use weft_schemas::{Table, columns};
+
+use crate::warnings::RequestState;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct WeftTable {
     table: Table,
     collector: Arc<Collector>,
+    request: RequestState,
 }
 
 impl WeftTable {
+    /// A table whose scans report to the current request (warnings, files read).
     pub fn new(table: Table, collector: Arc<Collector>) -> Self {
-        Self { table, collector }
+        Self::with_request(table, collector, RequestState::current_or_detached())
+    }
+
+    pub(crate) fn with_request(
+        table: Table,
+        collector: Arc<Collector>,
+        request: RequestState,
+    ) -> Self {
+        Self {
+            table,
+            collector,
+            request,
+        }
     }
 }
 
@@ -73,6 +96,10 @@ impl TableProvider for WeftTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.table.schema();
         let snapshot = self.collector.snapshot(self.table);
+        // Damage that may have cost data stays in every answer until acknowledged.
+        for incident in self.collector.incidents().unacknowledged() {
+            self.request.add(Incidents::warning(&incident));
+        }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
         let files: Vec<_> = match wanted_trace_ids(filters) {
@@ -88,6 +115,8 @@ impl TableProvider for WeftTable {
             None => snapshot.files.clone(),
         };
         if !files.is_empty() {
+            self.request
+                .note_scanned(self.collector.store(), self.table, &files);
             let data_dir = self.collector.store().data_dir();
             let mut source = ParquetSource::new(schema.clone())
                 .with_enable_page_index(true)

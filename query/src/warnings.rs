@@ -26,6 +26,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
 use parking_lot::Mutex;
+use weft_collector::{FileMeta, Store};
+use weft_schemas::Table;
 
 /// Response header carrying the warnings: a JSON array of strings. Bytes outside printable
 /// ASCII, and `%`, are percent-encoded, so `JSON.parse(decodeURIComponent(value))` reads it
@@ -41,6 +43,11 @@ struct Inner {
     warnings: Mutex<Vec<String>>,
     /// Collectors that did not answer in this request, with the warning said about them.
     unreachable: Mutex<BTreeMap<String, String>>,
+    /// Committed files of the local store this request's scans read (`weft up`): checked
+    /// when the request fails, so an unreadable one is quarantined.
+    scanned: Mutex<Vec<(Arc<Store>, Table, Arc<FileMeta>)>>,
+    /// A stored file could not be read while serving this request.
+    data_unreadable: std::sync::atomic::AtomicBool,
 }
 
 tokio::task_local! {
@@ -70,6 +77,47 @@ impl RequestState {
     /// Whether `node` already failed to answer in this request.
     pub(crate) fn is_unreachable(&self, node: &str) -> bool {
         self.0.unreachable.lock().contains_key(node)
+    }
+
+    /// Remembers the local files a scan of this request reads.
+    pub(crate) fn note_scanned(&self, store: &Arc<Store>, table: Table, files: &[Arc<FileMeta>]) {
+        let mut scanned = self.0.scanned.lock();
+        for file in files {
+            if !scanned
+                .iter()
+                .any(|(_, t, f)| *t == table && f.path == file.path)
+            {
+                scanned.push((store.clone(), table, file.clone()));
+            }
+        }
+    }
+
+    /// Notes that reading stored data failed in this request (see [`layer`]).
+    pub(crate) fn mark_data_unreadable(&self) {
+        self.0
+            .data_unreadable
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// After a failed request: reads every local file its scans touched (each once per
+    /// process) and quarantines those that cannot be read. Returns how many were moved.
+    pub(crate) async fn quarantine_unreadable_scanned(&self) -> usize {
+        let scanned = std::mem::take(&mut *self.0.scanned.lock());
+        if scanned.is_empty() {
+            return 0;
+        }
+        tokio::task::spawn_blocking(move || {
+            let mut moved = 0;
+            for (store, table, file) in scanned {
+                match store.quarantine_unreadable(table, std::slice::from_ref(&file)) {
+                    Ok(n) => moved += n,
+                    Err(e) => tracing::error!(error = %e, "quarantining a parquet file failed"),
+                }
+            }
+            moved
+        })
+        .await
+        .unwrap_or(0)
     }
 
     /// The state of the request being served on this task, if one was scoped.
@@ -110,7 +158,19 @@ pub async fn collect<F: Future>(work: F) -> (F::Output, Vec<String>) {
 /// Axum middleware: scopes a request state around the handler and adds [`HEADER`] to the
 /// response when there are warnings.
 pub async fn layer(request: Request, next: Next) -> Response {
-    let (mut response, warnings) = collect(next.run(request)).await;
+    let state = RequestState::default();
+    let mut response = CURRENT.scope(state.clone(), next.run(request)).await;
+    if state
+        .0
+        .data_unreadable
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // A committed file may be unreadable: check the files this request read, so the
+        // next request answers from the others (SQL retries at once, see `QueryService`).
+        let state = state.clone();
+        tokio::spawn(async move { state.quarantine_unreadable_scanned().await });
+    }
+    let warnings = state.list();
     if let Some(value) = header_value(&warnings) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -53,6 +53,7 @@ pub mod prometheus;
 pub mod sampling;
 pub mod shape;
 pub mod spans;
+pub mod window;
 pub mod zipkin;
 
 mod arrow_util;

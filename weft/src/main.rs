@@ -107,11 +107,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write-ahead log tools.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
     /// Print the effective configuration as TOML.
     Config {
         /// Print the built-in defaults instead (the content of config.example.toml).
         #[arg(long)]
         defaults: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Read the WAL of a data directory and print what replay would find damaged (torn
+    /// tails, corruption, missing sequence numbers) without changing anything. Exit status
+    /// 1 when corruption is found.
+    Check {
+        /// The data directory (the WAL is its `wal/` subdirectory).
+        data_dir: PathBuf,
     },
 }
 
@@ -285,6 +301,9 @@ fn main() -> anyhow::Result<()> {
         Command::Collector { .. } => run(roles::collector(config)),
         Command::Ingest { .. } => run(roles::ingest(config)),
         Command::Query { .. } => run(roles::query(config)),
+        Command::Wal {
+            command: WalCommand::Check { data_dir },
+        } => wal_check(&data_dir),
         Command::Ring { url, ranges, json } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -293,6 +312,27 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(operator::print_ring(&url, ranges, json))
         }
     }
+}
+
+/// `weft wal check`: the analysis of replay, read-only, as JSON lines and a summary.
+fn wal_check(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let report = weft_collector::wal::check(&data_dir.join("wal"))
+        .with_context(|| format!("reading the WAL of {}", data_dir.display()))?;
+    for damage in &report.damage {
+        println!("{}", serde_json::to_string(damage)?);
+    }
+    let corrupt = report.corruption().count();
+    println!(
+        "weft: {} records readable, next sequence number {}, {} torn tail(s), {corrupt} \
+         corrupt range(s)",
+        report.records,
+        report.next_seq,
+        report.damage.len() - corrupt
+    );
+    if corrupt > 0 {
+        anyhow::bail!("the WAL is corrupt: records in the ranges above are lost");
+    }
+    Ok(())
 }
 
 fn run(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

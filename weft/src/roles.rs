@@ -65,6 +65,8 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
             head_sampling: false,
             // Not exact when a series' points spread over collectors (see CollectorOptions).
             metrics_limits: false,
+            // The ingest node applied the time window when the client sent the data.
+            time_window: false,
             telemetry: telemetry.clone(),
         },
     )

@@ -64,6 +64,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             sampling: config.sampling.clone(),
             head_sampling: true,
             metrics_limits: true,
+            time_window: true,
             telemetry: telemetry.clone(),
         },
     )

@@ -503,13 +503,23 @@ impl Inner {
                 None,
             ),
         };
+        // The same window as `weft up` (weft_schemas::window); collectors do not filter again.
+        let window = self.receiver.time_window().now().retain_spans(&mut request);
+        if window.count > 0 {
+            original = None;
+        }
         let sampled = self.head.apply(&mut request, Instant::now());
         if sampled.modified {
             original = None;
         }
         let view = self.current_view();
-        let split = split::split_traces(request, &view, original.as_ref())
+        let mut split = split::split_traces(request, &view, original.as_ref())
             .map_err(|()| self.no_collectors())?;
+        weft_schemas::window::merge_rejections(
+            &mut split.rejected,
+            &mut split.rejection_message,
+            window,
+        );
         drop(view);
         let parts = split
             .parts
@@ -533,22 +543,43 @@ impl Inner {
         format: Format,
     ) -> Result<ExportOutcome> {
         self.admit()?;
-        let (request, payload) = crate::decode_metrics_body(body, format)?;
+        let (mut request, mut payload) = crate::decode_metrics_body(body, format)?;
+        let window = self
+            .receiver
+            .time_window()
+            .now()
+            .retain_metric_points(&mut request);
+        if window.count > 0 {
+            payload = Bytes::from(request.encode_to_vec());
+        }
         // Converting is the only way to know which points the collector would reject
         // (metric validation has many rules); metrics are a small share of the volume.
         let converted = weft_schemas::metrics::from_otlp(&request);
         drop(request);
-        self.forward_whole(SignalKind::Metrics, payload, converted)
+        self.forward_whole(SignalKind::Metrics, payload, converted, window)
             .await
     }
 
     async fn export_prometheus(self: &Arc<Self>, snappy_body: Bytes) -> Result<ExportOutcome> {
         self.admit()?;
-        let request = weft_schemas::prometheus::decode_remote_write(&snappy_body)?;
+        let mut request = weft_schemas::prometheus::decode_remote_write(&snappy_body)?;
+        let window = self
+            .receiver
+            .time_window()
+            .now()
+            .retain_remote_write(&mut request);
+        // Forwarded as received (still snappy-compressed) unless the window removed samples.
+        let body = if window.count > 0 {
+            let encoded = snap::raw::Encoder::new()
+                .compress_vec(&request.encode_to_vec())
+                .map_err(|e| Error::Storage(format!("snappy: {e}")))?;
+            Bytes::from(encoded)
+        } else {
+            snappy_body
+        };
         let converted = weft_schemas::prometheus::metrics_from_remote_write(&request);
         drop(request);
-        // Forwarded as received (still snappy-compressed): nothing is re-encoded.
-        self.forward_whole(SignalKind::Prometheus, snappy_body, converted)
+        self.forward_whole(SignalKind::Prometheus, body, converted, window)
             .await
     }
 
@@ -558,12 +589,18 @@ impl Inner {
         signal: SignalKind,
         payload: Bytes,
         converted: weft_schemas::Converted,
+        window: weft_schemas::window::WindowRejected,
     ) -> Result<ExportOutcome> {
-        let outcome = ExportOutcome {
+        let mut outcome = ExportOutcome {
             accepted: converted.batch.num_rows() as u64,
             rejected: converted.rejected,
             rejection_message: converted.rejection_message,
         };
+        weft_schemas::window::merge_rejections(
+            &mut outcome.rejected,
+            &mut outcome.rejection_message,
+            window,
+        );
         // Like the collector: a request with nothing valid is answered, not stored.
         if outcome.accepted > 0 {
             let route = split::route(&self.current_view(), &split::content_key(&payload))

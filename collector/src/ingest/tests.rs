@@ -208,7 +208,12 @@ fn start_ingest_with(
     view: Arc<ClusterView>,
 ) -> (Arc<Ingest>, watch::Sender<Arc<ClusterView>>) {
     let (tx, rx) = watch::channel(view);
-    let ingest = Ingest::start(config, ReceiverConfig::default(), rx).unwrap();
+    // The tests send fixed historical times: a window wide enough for them.
+    let receiver = ReceiverConfig {
+        accept_past_secs: 100 * 365 * 24 * 3600,
+        ..ReceiverConfig::default()
+    };
+    let ingest = Ingest::start(config, receiver, rx).unwrap();
     (ingest, tx)
 }
 
@@ -381,6 +386,93 @@ async fn invalid_spans_are_rejected_like_the_collector_does() {
             .await,
         Err(Error::InvalidJson(_))
     ));
+}
+
+/// Issue 14 item 8: the ingest tier applies the same time window as `weft up`, with the
+/// same partial-success answer, and forwards only what it accepted.
+#[tokio::test]
+async fn spans_outside_the_time_window_are_refused_like_weft_up_does() {
+    let collectors = three().await;
+    let spool = tempfile::tempdir().unwrap();
+    let view = all_up(&collectors, 1);
+    let replicas = targets(&view, &trace_id(1)).len();
+    let (tx, rx) = watch::channel(view);
+    let ingest = Ingest::start(test_config(spool.path()), ReceiverConfig::default(), rx).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let at = |trace: u32, t: u64| Span {
+        start_time_unix_nano: t,
+        end_time_unix_nano: t + 1,
+        ..span(&trace_id(trace), 1)
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: service("svc"),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    at(1, now),
+                    at(2, 1_700_000_000_000_000_000),
+                    at(3, now + 3 * 3_600_000_000_000),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let body = Bytes::from(request.encode_to_vec());
+    let outcome = ingest
+        .export_traces(body.clone(), Format::Protobuf)
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.rejected), (1, 2));
+    let message = outcome.rejection_message.clone().unwrap();
+    assert!(message.contains("accept_past_secs"), "{message}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let weft_up = Collector::open_with(
+        CollectorConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        },
+        crate::CollectorOptions {
+            time_window: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let direct = weft_up.export_traces(body, Format::Protobuf).await.unwrap();
+    assert_eq!(outcome, direct);
+    // Only the accepted span reached a collector.
+    eventually("the accepted span stored", || {
+        collectors
+            .iter()
+            .map(|c| {
+                c.collector
+                    .snapshot(Table::Spans)
+                    .live
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            >= replicas
+    })
+    .await;
+    let stored: usize = collectors
+        .iter()
+        .map(|c| {
+            c.collector
+                .snapshot(Table::Spans)
+                .live
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(stored, replicas, "one span, on each of its replicas");
+    drop(tx);
 }
 
 #[tokio::test]

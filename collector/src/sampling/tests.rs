@@ -52,6 +52,7 @@ fn open(dir: &std::path::Path, sampling: SamplingConfig) -> Arc<Collector> {
             sampling,
             head_sampling: true,
             metrics_limits: true,
+            time_window: false,
             telemetry: Telemetry::new(),
         },
     )

@@ -189,6 +189,9 @@ impl Cluster {
 sync = "os"
 [collector.buffer]
 flush_age_secs = 3
+[collector.receiver]
+# Some tests send fixed historical times (e.g. sampling's T0 in 2023).
+accept_past_secs = {HISTORICAL_WINDOW_SECS}
 [query]
 max_result_rows = 10000000
 [cluster]
@@ -210,6 +213,7 @@ breaker_open_ms = 1000
 {extra}
 "#,
             storage = storage.display().to_string(),
+            HISTORICAL_WINDOW_SECS = crate::server::HISTORICAL_WINDOW_SECS,
         );
         std::fs::write(&config, text).expect("write config");
         Cluster {

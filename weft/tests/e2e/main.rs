@@ -16,6 +16,8 @@
 //! | `exposure` | the query port refuses foreign `Host` names (DNS rebinding) and answers loopback names, IPs and `query.allowed_hosts`; unrelated `WEFT_*` variables do not stop `weft up` |
 //! | `crash` | after SIGKILL under load every acknowledged span is stored exactly once |
 //! | `edge` | slow, idle, numerous and amplifying clients: decode bombs get 413 in bounded memory, slow headers / stalled bodies / lying lengths / unfinished gRPC messages are cut and release their budget, idle sockets past the fd limit do not block exports or queries |
+//! | `damage` | a torn WAL segment, a flipped byte mid-WAL and an unreadable Parquet file: acknowledged spans are never silently lost, the rest is served, the damage is reported (incidents, `/metrics`, `x-weft-warnings`) |
+//! | `time_window` | spans outside the accepted time window are refused by partial success; 20,000 hours in one request leave a bounded number of files |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
@@ -25,6 +27,7 @@ mod cluster;
 mod cluster_harness;
 mod common;
 mod crash;
+mod damage;
 mod edge;
 mod exposure;
 mod fixtures;
@@ -34,5 +37,6 @@ mod pg;
 mod sampling;
 mod sdk;
 mod server;
+mod time_window;
 mod trace_lookup;
 mod ui;

@@ -7,6 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `collector.receiver.accept_past_secs` the harness starts servers with (100 years):
+/// recorded fixtures and conformance data carry fixed historical times. Tests of the
+/// window pass their own `--set`, which wins (later overrides win).
+pub const HISTORICAL_WINDOW_SECS: u64 = 100 * 365 * 24 * 3600;
+
 /// How long a server may take to start (WAL replay included) before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -68,6 +73,10 @@ impl TestServer {
             .args(["--otlp-http", "127.0.0.1:0"])
             .args(["--query-http", "127.0.0.1:0"])
             .args(["--postgres", "127.0.0.1:0"])
+            .arg("--set")
+            .arg(format!(
+                "collector.receiver.accept_past_secs={HISTORICAL_WINDOW_SECS}"
+            ))
             .args(extra)
             .env("WEFT_LOG", "warn")
             .env_remove("WEFT_CONFIG")
