@@ -236,10 +236,14 @@ mod tests {
             }],
             metadata: Vec::new(),
         };
-        let err =
-            admit_decoded(&*c, &Bytes::from(req.encode_to_vec()), BodyKind::RemoteWrite, &mut p)
-                .await
-                .unwrap_err();
+        let err = admit_decoded(
+            &*c,
+            &Bytes::from(req.encode_to_vec()),
+            BodyKind::RemoteWrite,
+            &mut p,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, Error::DecodesTooLarge { .. }), "{err}");
         assert_eq!(err.to_grpc_status().code(), tonic::Code::ResourceExhausted);
 
