@@ -351,6 +351,7 @@ impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
             };
             if let Some(kind) = kind {
                 super::admit_decoded(&*sink, &body, kind, &mut permit)
+                    .await
                     .map_err(|e| e.to_grpc_status())?;
             }
             S::export(sink.clone(), body)

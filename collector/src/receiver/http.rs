@@ -77,7 +77,7 @@ async fn export<K: OtlpSink>(c: &K, headers: &HeaderMap, body: Body, signal: Sig
         Signal::Traces => BodyKind::Traces(format),
         Signal::Metrics => BodyKind::Metrics(format),
     };
-    if let Err(e) = admit_decoded(c, &body, kind, &mut permit) {
+    if let Err(e) = admit_decoded(c, &body, kind, &mut permit).await {
         return error_response(&e, format);
     }
     let result = match signal {
@@ -139,7 +139,7 @@ async fn prometheus_write<K: OtlpSink>(
         Ok(b) => b,
         Err(e) => return plain_error(&e),
     };
-    if let Err(e) = admit_remote_write(&*c, &body, limit, &mut permit) {
+    if let Err(e) = admit_remote_write(&*c, &body, limit, &mut permit).await {
         return plain_error(&e);
     }
     match c.export_prometheus(body).await {
@@ -155,7 +155,7 @@ async fn prometheus_write<K: OtlpSink>(
 
 /// Checks the snappy body's decompressed size against the cap, then decompresses it once
 /// (charged to the budget) to scan it; the sink decodes the compressed body itself.
-fn admit_remote_write<K: OtlpSink>(
+async fn admit_remote_write<K: OtlpSink>(
     c: &K,
     body: &[u8],
     limit: usize,
@@ -175,7 +175,9 @@ fn admit_remote_write<K: OtlpSink>(
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| Error::InvalidCompression(format!("snappy: {e}")))?;
-    admit_decoded(c, &raw, BodyKind::RemoteWrite, permit).map(|_| ())
+    admit_decoded(c, &Bytes::from(raw), BodyKind::RemoteWrite, permit)
+        .await
+        .map(|_| ())
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

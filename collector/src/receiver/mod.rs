@@ -45,18 +45,21 @@ pub enum BodyKind {
 /// adding to `permit`. Refuses, before anything is decoded: a malformed body (400), more
 /// than `max_items_per_request` items or a decoded size over the whole budget (413), a
 /// decoded size that does not fit in what is left of the budget now (429 + retry).
-pub fn admit_decoded<K: OtlpSink>(
+pub async fn admit_decoded<K: OtlpSink>(
     sink: &K,
-    body: &[u8],
+    body: &Bytes,
     kind: BodyKind,
     permit: &mut OwnedSemaphorePermit,
 ) -> Result<Shape> {
-    let shape = match kind {
-        BodyKind::Traces(Format::Protobuf) => shape::scan_traces(body),
-        BodyKind::Traces(Format::Json) => shape::scan_traces_json(body),
-        BodyKind::Metrics(Format::Protobuf) => shape::scan_metrics(body),
-        BodyKind::Metrics(Format::Json) => shape::scan_metrics_json(body),
-        BodyKind::RemoteWrite => shape::scan_remote_write(body),
+    // A big body's scan (tens of ms) runs off the async workers, so small exports beside it
+    // are not held up.
+    let shape = if body.len() > SCAN_INLINE_BYTES {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || scan(&body, kind))
+            .await
+            .map_err(|e| Error::BodyRead(format!("scanning the body: {e}")))?
+    } else {
+        scan(body, kind)
     }?;
     let config = sink.receiver_config();
     if shape.items() > config.max_items_per_request {
@@ -83,6 +86,19 @@ pub fn admit_decoded<K: OtlpSink>(
         .map_err(|_| overloaded(sink))?;
     permit.merge(more);
     Ok(shape)
+}
+
+/// Bodies up to this size are scanned on the async worker.
+const SCAN_INLINE_BYTES: usize = 256 << 10;
+
+fn scan(body: &[u8], kind: BodyKind) -> weft_schemas::Result<Shape> {
+    match kind {
+        BodyKind::Traces(Format::Protobuf) => shape::scan_traces(body),
+        BodyKind::Traces(Format::Json) => shape::scan_traces_json(body),
+        BodyKind::Metrics(Format::Protobuf) => shape::scan_metrics(body),
+        BodyKind::Metrics(Format::Json) => shape::scan_metrics_json(body),
+        BodyKind::RemoteWrite => shape::scan_remote_write(body),
+    }
 }
 
 /// The back-pressure answer when the in-flight budget is spent.
@@ -195,13 +211,15 @@ mod tests {
         prost::encoding::encode_varint(scope.len() as u64, &mut body);
         body.extend(scope);
         let mut p = permit(&c);
-        let err =
-            admit_decoded(&*c, &body, BodyKind::Traces(Format::Protobuf), &mut p).unwrap_err();
+        let body = Bytes::from(body);
+        let err = admit_decoded(&*c, &body, BodyKind::Traces(Format::Protobuf), &mut p)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::TooManyItems { items: 600_000, .. }),
             "{err}"
         );
-        assert_eq!(err.http_status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.http_status(), ::http::StatusCode::PAYLOAD_TOO_LARGE);
 
         // Remote write: one series with 1 MB of labels and 50k samples becomes 50 GB once
         // the labels are copied onto every sample.
@@ -218,24 +236,38 @@ mod tests {
             }],
             metadata: Vec::new(),
         };
-        let err =
-            admit_decoded(&*c, &req.encode_to_vec(), BodyKind::RemoteWrite, &mut p).unwrap_err();
+        let err = admit_decoded(
+            &*c,
+            &Bytes::from(req.encode_to_vec()),
+            BodyKind::RemoteWrite,
+            &mut p,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, Error::DecodesTooLarge { .. }), "{err}");
         assert_eq!(err.to_grpc_status().code(), tonic::Code::ResourceExhausted);
 
         // Truncated protobuf: 400 before decoding.
         let err = admit_decoded(
             &*c,
-            &body[..body.len() - 1],
+            &body.slice(..body.len() - 1),
             BodyKind::Traces(Format::Protobuf),
             &mut p,
         )
+        .await
         .unwrap_err();
-        assert_eq!(err.http_status(), http::StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err.http_status(), ::http::StatusCode::BAD_REQUEST, "{err}");
 
         // Nothing was charged by the refusals; a normal request is charged its decoded size.
         assert_eq!(c.inflight().available_permits(), budget - 1);
-        let shape = admit_decoded(&*c, b"{}", BodyKind::Traces(Format::Json), &mut p).unwrap();
+        let shape = admit_decoded(
+            &*c,
+            &Bytes::from_static(b"{}"),
+            BodyKind::Traces(Format::Json),
+            &mut p,
+        )
+        .await
+        .unwrap();
         assert_eq!(shape.items(), 0);
         assert!(c.inflight().available_permits() < budget - 1);
         drop(p);
