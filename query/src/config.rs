@@ -11,8 +11,29 @@ pub struct QueryConfig {
     pub memory_limit_bytes: usize,
     /// Most rows one SQL response carries; the rest is cut off and the response says so.
     pub max_result_rows: usize,
-    /// Largest SQL request body.
+    /// Longest SQL text, on every protocol (HTTP body, Postgres simple and extended query).
     pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions and subqueries in one SQL statement (`1+1+…`,
+    /// `a OR b OR …`, nested function calls). Planning and evaluation recurse on it.
+    pub max_expression_depth: usize,
+    /// Most `UNION` / `INTERSECT` / `EXCEPT` branches in one query.
+    pub max_set_operation_branches: usize,
+    /// Most expressions in one SQL statement.
+    pub max_sql_nodes: usize,
+    /// Most conditions (attributes, tags) in one search or Jaeger request.
+    pub max_search_conditions: usize,
+    /// Largest value one function may produce (`repeat`, `lpad`, `array_repeat`, `||`,
+    /// `string_agg`, …); a larger one fails the query with an error naming this limit.
+    pub max_value_bytes: usize,
+    /// Largest output of one function over one batch of rows (the sum of its values).
+    pub max_batch_bytes: usize,
+    /// Queries that run at once; the rest wait up to `queue_timeout_ms`, then get 503.
+    pub max_concurrent_queries: usize,
+    /// How long a query waits for a free slot before it is refused with 503.
+    pub queue_timeout_ms: u64,
+    /// Threads of the query runtime (0: one per CPU). Queries run there, never on the
+    /// threads that serve ingest and health checks.
+    pub threads: usize,
     /// Traces up to this many spans are returned sorted by start time; larger ones are
     /// streamed in storage order so memory stays bounded.
     pub trace_sort_max_spans: usize,
@@ -31,6 +52,15 @@ impl Default for QueryConfig {
             memory_limit_bytes: 512 << 20,
             max_result_rows: 100_000,
             max_sql_bytes: 1 << 20,
+            max_expression_depth: 256,
+            max_set_operation_branches: 256,
+            max_sql_nodes: 100_000,
+            max_search_conditions: 64,
+            max_value_bytes: 16 << 20,
+            max_batch_bytes: 128 << 20,
+            max_concurrent_queries: 8,
+            queue_timeout_ms: 5_000,
+            threads: 0,
             trace_sort_max_spans: 20_000,
             allowed_hosts: Vec::new(),
             rollups: RollupConfig::default(),
@@ -41,6 +71,27 @@ impl Default for QueryConfig {
 impl QueryConfig {
     /// Checks values serde accepts but Weft cannot use.
     pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("timeout_secs", self.timeout_secs as usize),
+            ("max_sql_bytes", self.max_sql_bytes),
+            ("max_expression_depth", self.max_expression_depth),
+            ("max_set_operation_branches", self.max_set_operation_branches),
+            ("max_sql_nodes", self.max_sql_nodes),
+            ("max_search_conditions", self.max_search_conditions),
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("max_concurrent_queries", self.max_concurrent_queries),
+        ] {
+            if value == 0 {
+                return Err(format!("query.{name} must be at least 1"));
+            }
+        }
+        if self.max_batch_bytes < self.max_value_bytes {
+            return Err(format!(
+                "query.max_batch_bytes = {} must be at least query.max_value_bytes = {}",
+                self.max_batch_bytes, self.max_value_bytes
+            ));
+        }
         self.rollups.validate()
     }
 }

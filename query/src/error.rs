@@ -19,6 +19,9 @@ pub enum Error {
     ResourcesExhausted(String),
     #[error("{0}")]
     NotAcceptable(String),
+    /// Too many queries at once (`query.max_concurrent_queries`): 503 with `Retry-After`.
+    #[error("query service busy: {0}")]
+    Overloaded(String),
     #[error("query failed: {0}")]
     Execution(String),
     /// A stored file could not be read (Parquet decode, I/O). The files the request read
@@ -47,8 +50,6 @@ impl From<DataFusionError> for Error {
                     Error::BadRequest(message)
                 }
             }
-            // Errors the query's own values cause (a bad cast, a malformed id given to
-            // trace_id_from_hex, division by zero) are the client's to fix.
             // Errors the query's own values cause (a bad cast, a malformed id given to
             // trace_id_from_hex, division by zero) are the client's to fix.
             DataFusionError::Execution(_) => Error::BadRequest(err.strip_backtrace()),
@@ -109,6 +110,7 @@ impl Error {
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Execution(_) | Error::DataUnreadable(_) | Error::Schema(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -124,13 +126,13 @@ impl IntoResponse for Error {
         {
             request.mark_data_unreadable();
         }
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "query failed");
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if matches!(self, Error::Overloaded(_)) {
+            return (status, [(http::header::RETRY_AFTER, "1")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }

@@ -43,9 +43,25 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .merge(crate::graph::router(service.clone()))
         .merge(crate::latency::router(service.clone()))
         .merge(crate::metrics_query::router(service.clone()))
-        .merge(crate::jaeger::router(service))
+        .merge(crate::jaeger::router(service.clone()))
         // Every answer of every endpoint carries `x-weft-warnings` when it is partial.
         .layer(axum::middleware::from_fn(crate::warnings::layer))
+        // Outermost: the whole handler (warnings scope included) runs on the query runtime.
+        .layer(axum::middleware::from_fn_with_state(service, bulkhead))
+}
+
+/// Runs the request's handler in the query bulkhead ([`crate::bulkhead`]): on the query
+/// runtime, once a slot is free (else 503), answered with 408 at the time limit.
+async fn bulkhead(
+    State(service): State<Arc<QueryService>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let handler = async move { Ok(next.run(request).await) };
+    match service.bulkhead().run(handler).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /api/v1/status/incidents`: damage found in this node's stored data (WAL corruption,
@@ -222,7 +238,7 @@ async fn trace(
             ("start_time", Json(body).into_response())
         }
         TraceRows::Streaming { head, rest, .. } => {
-            let body = Body::from_stream(otlp_json_stream(head, rest));
+            let body = Body::from_stream(on_query_runtime(otlp_json_stream(head, rest)));
             let response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
             ("storage", response)
         }
@@ -231,6 +247,30 @@ async fn trace(
     headers.insert("x-weft-span-count", HeaderValue::from(span_count));
     headers.insert("x-weft-span-order", HeaderValue::from_static(order));
     Ok(response)
+}
+
+/// Polls `stream` on the query runtime (this handler runs there) and hands its items over a
+/// small channel: the response body is written by the connection's task on the main
+/// runtime, where decoding Parquet must not happen. The producer keeps the query's slot
+/// and stops when the client goes away.
+fn on_query_runtime<S>(stream: S) -> impl futures::Stream<Item = Result<Bytes, Error>> + Send
+where
+    S: futures::Stream<Item = Result<Bytes, Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let slot = crate::bulkhead::Bulkhead::current_slot();
+    tokio::spawn(async move {
+        let _slot = slot;
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// `{"resourceSpans":[...]}` written batch by batch: each batch becomes its own

@@ -8,7 +8,12 @@
 //!  GET  /api/v1/metrics… (metrics_query) ──> DataFrame over `metrics` ────────────────────┤
 //!  Jaeger /api/… and /api/v3/… (jaeger) ──> search, trace by id, graph ──────────────────┤
 //!                                                                                         ▼
-//!             per-query SessionContext (own memory pool, no spilling, time limit)
+//!   bulkhead: the query runtime (own threads, large stacks), at most
+//!   query.max_concurrent_queries at once (else 503), 408 at query.timeout_secs
+//!                                                                                         ▼
+//!   SQL: size and depth limits on the parsed statement (sql_limits), then planning
+//!             per-query SessionContext (own memory pool, no spilling, time limit,
+//!             bounded function output: udf::capped)
 //!               tables: spans, metrics = provider::WeftTable
 //!                          ├─ committed Parquet files (trace id filters in memory, then
 //!                          │  Parquet stats, page index, bloom filters)
@@ -37,6 +42,7 @@
 //! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,
 //! no object stores other than the data directory.
 
+pub mod bulkhead;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -49,6 +55,7 @@ pub mod pg;
 pub mod provider;
 pub mod rollup;
 pub mod search;
+pub mod sql_limits;
 pub mod udf;
 pub mod views;
 pub mod warnings;
@@ -62,7 +69,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -72,6 +79,7 @@ use futures::StreamExt;
 use weft_collector::Collector;
 use weft_schemas::Table;
 
+pub use bulkhead::Bulkhead;
 pub use cluster::ClusterSource;
 pub use config::QueryConfig;
 pub use error::{Error, Result};
@@ -103,6 +111,8 @@ pub struct QueryService {
     config: QueryConfig,
     /// Shared by all queries so Parquet footers are read once (metadata cache).
     base_runtime: Arc<RuntimeEnv>,
+    /// Where queries run: own threads, bounded concurrency, time limit ([`bulkhead`]).
+    bulkhead: Bulkhead,
 }
 
 impl std::fmt::Debug for QueryService {
@@ -130,11 +140,19 @@ impl QueryService {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
+        let bulkhead = Bulkhead::new(&config)?;
         Ok(Self {
             source,
             config,
             base_runtime,
+            bulkhead,
         })
+    }
+
+    /// Where every query runs (see [`bulkhead`]). HTTP handlers and Postgres statements
+    /// enter through [`Bulkhead::run`].
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -181,6 +199,8 @@ impl QueryService {
         for udf in udf::all() {
             ctx.register_udf(udf);
         }
+        // Functions that can make large values get a bounded output (after type coercion).
+        ctx.add_analyzer_rule(Arc::new(udf::capped::CapFunctions::new(&self.config)));
         graph::register(&ctx, self)?;
         views::register(&ctx)?;
         rollup::register(&ctx, self)?;
@@ -192,6 +212,25 @@ impl QueryService {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
+    }
+
+    /// Parses `sql`, checks it against the size and depth limits ([`sql_limits`]), plans it
+    /// and refuses anything but a read-only query. Every SQL entry point plans through here.
+    pub async fn plan_sql(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+        if sql.len() > self.config.max_sql_bytes {
+            return Err(Error::BadRequest(format!(
+                "the SQL text is {} bytes, over the limit of {} (query.max_sql_bytes)",
+                sql.len(),
+                self.config.max_sql_bytes
+            )));
+        }
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        sql_limits::SqlLimits::from_config(&self.config).check(&statement)?;
+        let plan = state.statement_to_plan(statement).await?;
+        Self::read_only().verify_plan(&plan)?;
+        Ok(ctx.execute_logical_plan(plan).await?)
     }
 
     /// Runs one read-only SQL statement within the time and memory limits.
@@ -246,7 +285,7 @@ impl QueryService {
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let max_rows = self.config.max_result_rows;
         let ctx = self.session()?;
-        let mut df = ctx.sql_with_options(sql, Self::read_only()).await?;
+        let mut df = self.plan_sql(&ctx, sql).await?;
         if !matches!(&params, ParamValues::List(list) if list.is_empty()) {
             df = df.with_param_values(params)?;
         }
@@ -261,7 +300,17 @@ impl QueryService {
         } else {
             df.limit(0, Some(max_rows + 1))?
         };
-        let batches = df.collect().await?;
+        // The answer is held whole until it is encoded: count it in the query's pool, so
+        // many large values cannot add up past the memory limit.
+        let reservation =
+            MemoryConsumer::new("sql result").register(&ctx.runtime_env().memory_pool);
+        let mut stream = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            reservation.try_grow(batch.get_array_memory_size())?;
+            batches.push(batch);
+        }
         Ok((schema, batches))
     }
 

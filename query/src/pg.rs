@@ -20,8 +20,12 @@
 //! ```
 //!
 //! A query's error is reported with a SQLSTATE derived from [`Error`]: 42501 for
-//! read-only refusals, 57014 for the time limit, 53200 for the memory limit, 42601 for
-//! syntax errors and 42000 for other planning errors. A result cut at `max_result_rows`
+//! read-only refusals, 57014 for the time limit, 53200 for the memory limit and the
+//! function output limits, 53300 when too many queries run at once, 42601 for syntax
+//! errors and 42000 for other planning errors and the size and depth limits of a
+//! statement. Parsing, planning and execution run in the query bulkhead
+//! ([`crate::bulkhead`]); SQL text over `query.max_sql_bytes` is refused unparsed (pgwire
+//! itself buffers a message of up to 1 GiB before Weft sees it). A result cut at `max_result_rows`
 //! comes with a NOTICE saying so, and a partial answer (in a cluster, a collector that did
 //! not answer) with a WARNING notice per warning. A cancel request (Ctrl-C in psql) drops the running
 //! query, which stops its DataFusion execution.
@@ -373,6 +377,27 @@ fn show_name(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
 }
 
 impl Shared {
+    /// [`classify`] on the query runtime (parsing, and dropping what was parsed, recurse on
+    /// the statement), after refusing SQL text over `query.max_sql_bytes` unparsed.
+    async fn classify(
+        &self,
+        sql: &str,
+        parameters: HashMap<String, String>,
+    ) -> Result<Vec<(String, Kind)>, Error> {
+        let limit = self.service.config.max_sql_bytes;
+        if sql.len() > limit {
+            return Err(Error::BadRequest(format!(
+                "the SQL text is {} bytes, over the limit of {limit} (query.max_sql_bytes)",
+                sql.len()
+            )));
+        }
+        let sql = sql.to_owned();
+        self.service
+            .bulkhead()
+            .run(async move { classify(&sql, &parameters) })
+            .await
+    }
+
     /// Client parameters `SHOW` answers, keyed by lower-case name.
     fn show_parameters<C: ClientInfo>(&self, client: &C) -> HashMap<String, String> {
         let mut out: HashMap<String, String> = self
@@ -408,7 +433,11 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match classify(query, &self.shared.show_parameters(client)) {
+        let statements = match self
+            .shared
+            .classify(query, self.shared.show_parameters(client))
+            .await
+        {
             Ok(statements) => statements,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
@@ -481,10 +510,17 @@ impl Handler {
             }
             Kind::Query => {
                 let service = &self.shared.service;
-                let result = match params {
-                    None => service.sql(sql).await?,
-                    Some(params) => service.sql_with_params(sql, params).await?,
-                };
+                let runner = service.clone();
+                let text = sql.to_owned();
+                let result = service
+                    .bulkhead()
+                    .run(async move {
+                        match params {
+                            None => runner.sql(&text).await,
+                            Some(params) => runner.sql_with_params(&text, params).await,
+                        }
+                    })
+                    .await?;
                 if result.truncated {
                     let notice = ErrorInfo::new(
                         "NOTICE".to_owned(),
@@ -558,7 +594,11 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let parameters = self.shared.show_parameters(client);
-        let mut statements = classify(sql, &parameters).map_err(|e| user_error(&e))?;
+        let mut statements = self
+            .shared
+            .classify(sql, parameters)
+            .await
+            .map_err(|e| user_error(&e))?;
         if statements.len() != 1 {
             return Err(user_error(&Error::BadRequest(
                 "cannot insert multiple commands into a prepared statement".into(),
@@ -566,9 +606,16 @@ impl QueryParser for Parser {
         }
         let (sql, kind) = statements.pop().expect("one statement");
         let (schema, params) = match &kind {
-            Kind::Query => describe(&self.shared.service, &sql)
-                .await
-                .map_err(|e| user_error(&e))?,
+            Kind::Query => {
+                let service = self.shared.service.clone();
+                let text = sql.clone();
+                self.shared
+                    .service
+                    .bulkhead()
+                    .run(async move { describe(&service, &text).await })
+                    .await
+                    .map_err(|e| user_error(&e))?
+            }
             Kind::Show { name, .. } => (
                 Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)])),
                 Vec::new(),
@@ -613,7 +660,7 @@ async fn describe(
     let timeout_secs = service.config.timeout_secs;
     let plan = async {
         let ctx = service.session()?;
-        let df = ctx.sql_with_options(sql, QueryService::read_only()).await?;
+        let df = service.plan_sql(&ctx, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         Ok::<_, Error>((schema, types))
@@ -747,6 +794,7 @@ fn sqlstate(error: &Error) -> &'static str {
         Error::Forbidden(_) => "42501",
         Error::Timeout(_) => "57014",
         Error::ResourcesExhausted(_) => "53200",
+        Error::Overloaded(_) => "53300",
         Error::NotFound(_) => "42P01",
         Error::BadRequest(m) if m.contains("current transaction is aborted") => "25P02",
         Error::BadRequest(m) if m.starts_with("SQL error") || m.contains("ParserError") => "42601",

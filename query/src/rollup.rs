@@ -370,8 +370,11 @@ async fn write_ready(
 /// handle is aborted; does nothing when rollups are disabled. Aborting mid-pass is safe:
 /// files are renamed into place only when complete (leftover temporaries are removed by
 /// later passes).
+///
+/// Runs on the query runtime ([`crate::bulkhead`]), away from ingest, without a query slot.
 pub fn spawn_rollup_loop(service: Arc<QueryService>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let runner = service.clone();
+    runner.bulkhead().spawn(async move {
         let config = service.config().rollups.clone();
         if !config.enabled {
             return;

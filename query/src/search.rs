@@ -268,6 +268,15 @@ pub(crate) async fn within_time_limit<T>(
 /// Runs a search (see the module docs).
 pub async fn search(service: &QueryService, request: &SearchRequest) -> Result<SearchPage> {
     request.validate()?;
+    // Each condition is a term of one filter expression; bound them like SQL's depth.
+    let max = service.config().max_search_conditions;
+    let conditions = request.spans.attributes.len();
+    if conditions > max {
+        return Err(Error::BadRequest(format!(
+            "{conditions} attribute or tag conditions, over the limit of {max} per request \
+             (query.max_search_conditions)"
+        )));
+    }
     within_time_limit(service, run_search(service, request)).await
 }
 

@@ -3,6 +3,8 @@
 //! FixedSizeBinary form, so `WHERE trace_id = trace_id_from_hex('…')` can use the
 //! Parquet statistics and bloom filters.
 
+pub mod capped;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringBuilder};

@@ -3,7 +3,11 @@
 //! Ingest: truncated protobuf, garbage, invalid JSON, invalid ids mixed with good spans
 //! (partial success), oversized bodies (plain, chunked, gzip bombs; HTTP and gRPC), unknown
 //! media types and encodings, wrong methods, logs. Query: DDL/DML/COPY/SET, file access,
-//! runaway queries, malformed requests and trace ids.
+//! runaway queries, malformed requests and trace ids; statements and searches deep or large
+//! enough to overflow a stack (400 naming the limit, answered at the limit); a CPU-bound
+//! query that must not stall ingest and health checks (408 at its limit, 503 over the
+//! concurrency limit); functions that amplify their input (422 naming the limit, the
+//! process's peak RSS bounded).
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -19,7 +23,10 @@ use prost::bytes::{Buf as _, BufMut as _};
 use serde_json::json;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::common::{JSON, PROTOBUF, Reply, chunked, get, gzip, json_u64, post, raw_http, request};
+use crate::common::{
+    JSON, MAX_POLLS, POLL_EVERY, PROTOBUF, Reply, chunked, get, gzip, json_u64, post, raw_http,
+    request,
+};
 use crate::server::TestServer;
 
 /// The request-size cap the ingest tests run with.
@@ -211,7 +218,7 @@ async fn span_count(server: &TestServer) -> u64 {
 
 /// Proves the server still takes data and answers: one valid export per transport, each
 /// visible by trace id right after the acknowledgement.
-async fn assert_keeps_serving(server: &TestServer) {
+pub(crate) async fn assert_keeps_serving(server: &TestServer) {
     for path in ["/livez", "/readyz"] {
         assert_eq!(
             get(&server.http_url(path)).await.status,
@@ -747,7 +754,7 @@ async fn wrong_media_methods_and_signals() {
 }
 
 /// 4xx with `{"error": "..."}`.
-fn assert_query_error(reply: &Reply, status: &[u16], what: &str) {
+pub(crate) fn assert_query_error(reply: &Reply, status: &[u16], what: &str) {
     assert!(
         status.contains(&reply.status),
         "{what}: expected {status:?}, got {} {}",
@@ -963,3 +970,295 @@ async fn bad_arguments_to_weft_sql_functions_are_400() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_keeps_serving(&server).await;
 }
+
+// ---- size, depth, time and memory limits of queries ----------------------------------------
+
+/// `SELECT 1+1+…+1 AS s` with `terms` terms: nests `terms + 1` deep (query block included).
+pub(crate) fn sum_sql(terms: usize) -> String {
+    format!("SELECT {} AS s", vec!["1"; terms].join("+"))
+}
+
+/// `branches` single-row SELECTs joined by UNION ALL.
+pub(crate) fn union_sql(branches: usize) -> String {
+    vec!["SELECT 1 AS one"; branches].join(" UNION ALL ")
+}
+
+pub(crate) fn or_chain_sql(terms: usize) -> String {
+    let terms: Vec<String> = (0..terms).map(|i| format!("flags = {i}")).collect();
+    format!(
+        "SELECT count(*) AS n FROM spans WHERE {}",
+        terms.join(" OR ")
+    )
+}
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+pub(crate) fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// CPU time a process has used (user + system), in clock ticks of 1/100 s.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// The largest default limits: `query.max_expression_depth`, `query.max_set_operation_branches`,
+/// `query.max_search_conditions`.
+const MAX_DEPTH: usize = 256;
+const MAX_BRANCHES: usize = 256;
+const MAX_CONDITIONS: usize = 64;
+
+/// Statements and searches deep or long enough to overflow a thread's stack in planning
+/// (once they aborted the whole process) get 400 naming the limit; at the limit they are
+/// answered correctly; the server keeps taking data and answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_statements_and_searches_are_refused_at_their_limits() {
+    let server = TestServer::start(&[]);
+    let (t, s) = ids(60);
+    let reply = server
+        .otlp_post(
+            "/v1/traces",
+            PROTOBUF,
+            request_of(vec![span(&t, &s, "deep", Some(("k0", "v")))]).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+
+    // At the limit: answered, and right.
+    let rows = server.sql_rows(&sum_sql(MAX_DEPTH - 1)).await;
+    assert_eq!(rows, vec![json!({"s": MAX_DEPTH - 1})]);
+    let rows = server.sql_rows(&union_sql(MAX_BRANCHES)).await;
+    assert_eq!(rows.len(), MAX_BRANCHES);
+    assert_eq!(server.sql_count(&or_chain_sql(200)).await, 1);
+
+    // Over it: 400 naming the limit.
+    for (sql, limit) in [
+        (sum_sql(MAX_DEPTH), "query.max_expression_depth"),
+        (sum_sql(2_000), "query.max_expression_depth"),
+        (or_chain_sql(2_000), "query.max_expression_depth"),
+        (union_sql(MAX_BRANCHES + 1), "query.max_set_operation_branches"),
+        (union_sql(5_000), "query.max_set_operation_branches"),
+    ] {
+        let what = format!("{}… ({} bytes)", &sql[..40], sql.len());
+        let reply = server.sql_reply(&sql).await;
+        assert_query_error(&reply, &[400], &what);
+        assert!(reply.text().contains(limit), "{what}: {}", reply.text());
+    }
+
+    // Search and Jaeger: a bounded number of conditions.
+    let search = |n: usize| {
+        let attrs: String = (0..n).map(|i| format!("&attr=k{i}%3Dv")).collect();
+        server.query_url(&format!("/api/v1/search?limit=5{attrs}"))
+    };
+    let reply = get(&search(MAX_CONDITIONS)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for n in [MAX_CONDITIONS + 1, 2_000] {
+        let reply = get(&search(n)).await;
+        assert_query_error(&reply, &[400], &format!("search with {n} attr="));
+        assert!(reply.text().contains("query.max_search_conditions"), "{}", reply.text());
+    }
+    let jaeger = |n: usize| {
+        let tags: String = (0..n).map(|i| format!("&tag=k{i}:v")).collect();
+        server.query_url(&format!("/api/traces?service=unknown-service{tags}"))
+    };
+    let reply = get(&jaeger(MAX_CONDITIONS)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = get(&jaeger(2_000)).await;
+    assert_query_error(&reply, &[400], "jaeger with 2000 tag=");
+    assert!(reply.text().contains("query.max_search_conditions"), "{}", reply.text());
+
+    assert_keeps_serving(&server).await;
+}
+
+/// A CPU-bound query (a cross join through `regexp_replace`) runs in the query bulkhead:
+/// while it runs, /readyz, OTLP exports and another query are answered; it is answered 408
+/// at its time limit (within a 3x margin) and its work stops; a query over the concurrency
+/// limit waits briefly and gets 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cpu_bound_query_cannot_stall_the_server() {
+    const LIMIT_SECS: u64 = 2;
+    let server = TestServer::start(&[
+        "--set",
+        &format!("query.timeout_secs={LIMIT_SECS}"),
+        "--set",
+        "query.max_concurrent_queries=2",
+        "--set",
+        "query.queue_timeout_ms=200",
+    ]);
+    let hostile = |seed: u64| {
+        let url = server.query_url("/api/v1/sql");
+        let sql = format!(
+            "SELECT count(*) AS n FROM generate_series(1, 200000) a \
+             CROSS JOIN generate_series(1, 200000) b \
+             WHERE regexp_replace(CAST(a.value + {seed} AS VARCHAR) || 'x' || \
+             CAST(b.value AS VARCHAR), '^([0-9]+)+x', 'y') = 'z'"
+        );
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let body = serde_json::to_vec(&json!({ "sql": sql })).expect("json");
+            let reply = post(&url, &[("content-type", JSON)], body).await;
+            (reply, started.elapsed())
+        })
+    };
+
+    let running = hostile(1);
+    // Everything else answers while the hostile query runs.
+    let mut rounds_during = 0;
+    for round in 0..MAX_POLLS {
+        if running.is_finished() {
+            break;
+        }
+        assert_eq!(get(&server.http_url("/readyz")).await.status, 200);
+        assert_eq!(get(&server.query_url("/readyz")).await.status, 200);
+        let (t, s) = ids(100 + round as u64);
+        let reply = server
+            .otlp_post(
+                "/v1/traces",
+                PROTOBUF,
+                request_of(vec![span(&t, &s, "during", None)]).encode_to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "export during the query: {}", reply.text());
+        assert_eq!(server.sql_rows("SELECT 1 AS one").await, vec![json!({"one": 1})]);
+        if !running.is_finished() {
+            rounds_during += 1;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    assert!(
+        rounds_during > 0,
+        "no health check, export and query completed while the hostile query ran"
+    );
+    let (reply, elapsed) = running.await.expect("hostile task");
+    assert_query_error(&reply, &[408], "cross join with regexp_replace");
+    assert!(
+        elapsed < std::time::Duration::from_secs(3 * LIMIT_SECS),
+        "answered after {elapsed:?}, limit {LIMIT_SECS}s"
+    );
+
+    // Two running fill the bulkhead: a third waits 200 ms, then 503 + Retry-After.
+    let first = hostile(2);
+    let second = hostile(3);
+    let mut refused = None;
+    for _ in 0..MAX_POLLS {
+        let reply = server.sql_reply("SELECT 2 AS two").await;
+        if first.is_finished() || second.is_finished() {
+            break;
+        }
+        if reply.status == 503 {
+            refused = Some(reply);
+            break;
+        }
+        tokio::time::sleep(POLL_EVERY / 4).await;
+    }
+    let refused = refused.expect("a query over the concurrency limit was refused with 503");
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        refused.text().contains("query.max_concurrent_queries"),
+        "{}",
+        refused.text()
+    );
+    for task in [first, second] {
+        let (reply, elapsed) = task.await.expect("hostile task");
+        assert_query_error(&reply, &[408], "concurrent cross join");
+        assert!(elapsed < std::time::Duration::from_secs(3 * LIMIT_SECS));
+    }
+
+    // Cancellation reaches the operators: the process goes quiet (under a quarter of a
+    // core over half a second) instead of computing the abandoned joins.
+    let mut quiet = false;
+    for _ in 0..40 {
+        let before = cpu_ticks(server.pid());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if cpu_ticks(server.pid()) - before < 13 {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "the server kept computing after the queries timed out");
+    assert_eq!(server.sql_rows("SELECT 3 AS three").await, vec![json!({"three": 3})]);
+    assert_keeps_serving(&server).await;
+}
+
+/// Every function that can make a value much larger than its input is refused before it
+/// makes it (422 naming the limit), and the process's peak memory stays far below what the
+/// values would take; aggregates stay within the memory pool; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amplifying_functions_are_refused_and_memory_stays_bounded() {
+    let server = TestServer::start(&[]);
+    for (sql, limit) in AMPLIFYING {
+        let reply = server.sql_reply(sql).await;
+        assert_query_error(&reply, &[422], sql);
+        assert!(reply.text().contains(limit), "{sql}: {}", reply.text());
+    }
+    // Within the limits the same functions work.
+    let rows = server
+        .sql_rows(
+            "SELECT length(repeat('x', 1000000)) AS a, length(lpad('x', 1000)) AS b, \
+             cardinality(array_repeat(1, 1000)) AS c, length('ab' || 'cd') AS d, \
+             cardinality(range(0, 100000)) AS e",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![json!({"a": 1_000_000, "b": 1000, "c": 1000, "d": 4, "e": 100_000})]
+    );
+    let peak = peak_rss(server.pid());
+    assert!(peak < 1536 << 20, "peak RSS {} MiB", peak >> 20);
+    assert_keeps_serving(&server).await;
+}
+
+/// Hostile statements of the memory item and the limit each must name.
+pub(crate) const AMPLIFYING: &[(&str, &str)] = &[
+    ("SELECT repeat('x', 1000000000) AS v", "query.max_value_bytes"),
+    ("SELECT lpad('x', 1000000000) AS v", "query.max_value_bytes"),
+    ("SELECT rpad('x', 1000000000, 'yz') AS v", "query.max_value_bytes"),
+    (
+        "SELECT regexp_replace(repeat('x', 10000000), '', 'yyyyyyyyyy', 'g') AS v",
+        "query.max_value_bytes",
+    ),
+    (
+        "SELECT replace(repeat('x', 10000000), 'x', 'yyyy') AS v",
+        "query.max_value_bytes",
+    ),
+    ("SELECT array_repeat(1, 150000000) AS v", "query.max_value_bytes"),
+    ("SELECT range(0, 150000000) AS v", "query.max_value_bytes"),
+    (
+        "SELECT generate_series(TIMESTAMP '2000-01-01', TIMESTAMP '2001-01-01', \
+         INTERVAL '1 millisecond') AS v",
+        "query.max_value_bytes",
+    ),
+    (
+        "WITH a AS (SELECT repeat('x', 10000000) AS s) SELECT length(s || s) AS v FROM a",
+        "query.max_value_bytes",
+    ),
+    (
+        "WITH a AS (SELECT repeat('x', 10000000) AS s) SELECT length(concat(s, s)) AS v FROM a",
+        "query.max_value_bytes",
+    ),
+    (
+        "SELECT length(translate(repeat('x', 10000000), 'x', 'é')) AS v",
+        "query.max_value_bytes",
+    ),
+    (
+        "SELECT length(repeat('x', 100000)) AS v FROM generate_series(1, 100000)",
+        "query.max_batch_bytes",
+    ),
+    (
+        "SELECT length(string_agg(repeat('x', 1000), ',')) AS v FROM generate_series(1, 1000000)",
+        "memory limit",
+    ),
+    (
+        "SELECT cardinality(array_agg(x)) AS v FROM generate_series(1, 200000000) AS t(x)",
+        "memory limit",
+    ),
+];

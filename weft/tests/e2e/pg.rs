@@ -815,3 +815,90 @@ async fn cancel_request_stops_a_running_query() {
         .collect();
     assert_eq!(rows, vec![vec![Some(b"42".to_vec())]]);
 }
+
+/// Statements too deep or too long, SQL text over `query.max_sql_bytes` (simple and
+/// extended protocol) and functions that amplify their input get an ERROR with a SQLSTATE
+/// and the limit's name; the session goes on after each; the process's peak memory stays
+/// bounded and the server keeps taking data.
+#[tokio::test]
+async fn psql_refuses_deep_huge_and_amplifying_statements() {
+    use crate::bad_input::{AMPLIFYING, or_chain_sql, peak_rss, sum_sql, union_sql};
+    let server = TestServer::start(&[]);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let big = scratch.path().join("big.sql");
+    let mut text = String::from("SELECT 1 AS x /*");
+    text.push_str(&"x".repeat(64 << 20));
+    text.push_str("*/;\n");
+    std::fs::write(&big, text).expect("write big.sql");
+    let big = big.to_str().expect("utf-8 path").to_owned();
+
+    let (at_limit, deep, ors, unions) = (sum_sql(255), sum_sql(2_000), or_chain_sql(2_000), union_sql(5_000));
+    let mut args = vec!["-v", "VERBOSITY=verbose"];
+    for sql in [&at_limit, &deep, &ors, &unions] {
+        args.extend(["-c", sql.as_str()]);
+    }
+    args.extend(["-f", big.as_str()]);
+    for (sql, _) in AMPLIFYING {
+        args.extend(["-c", sql]);
+    }
+    args.extend(["-c", "SELECT 42"]);
+    let run = psql(&server, &args).await;
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        vec!["255", "42"],
+        "{}",
+        run.stderr
+    );
+    for expected in [
+        "ERROR:  42000: the statement nests expressions or subqueries more than 256 deep (query.max_expression_depth)",
+        "ERROR:  42000: the statement has more than 256 UNION / INTERSECT / EXCEPT branches (query.max_set_operation_branches)",
+        "(query.max_sql_bytes)",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+    }
+    assert_eq!(
+        run.stderr.matches("query.max_expression_depth").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    let errors_53200 = run.stderr.matches("ERROR:  53200:").count();
+    assert_eq!(errors_53200, AMPLIFYING.len(), "{}", run.stderr);
+    for (_, limit) in AMPLIFYING {
+        assert!(run.stderr.contains(limit), "{limit}: {}", run.stderr);
+    }
+
+    // Extended protocol: a Parse over the limit is an error, and the session goes on.
+    let (mut stream, _) = connect(&server).await;
+    let mut parse = Vec::new();
+    cstr(&mut parse, "");
+    cstr(&mut parse, &format!("SELECT 1 /*{}*/", "x".repeat(2 << 20)));
+    parse.extend_from_slice(&0u16.to_be_bytes());
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'S', &[]));
+    stream.write_all(&batch).await.expect("parse");
+    let replies = until_ready(&mut stream).await;
+    let error = replies
+        .iter()
+        .find(|(kind, _)| *kind == b'E')
+        .expect("an ErrorResponse");
+    assert_eq!(sqlstate(&error.1), "42000");
+    assert!(
+        String::from_utf8_lossy(&error.1).contains("query.max_sql_bytes"),
+        "{}",
+        String::from_utf8_lossy(&error.1)
+    );
+    let mut query = Vec::new();
+    cstr(&mut query, "SELECT 5 AS five");
+    stream.write_all(&message(b'Q', &query)).await.expect("query");
+    let replies = until_ready(&mut stream).await;
+    let row = replies
+        .iter()
+        .find(|(kind, _)| *kind == b'D')
+        .expect("a DataRow");
+    assert_eq!(data_row(&row.1), vec![Some(b"5".to_vec())]);
+
+    let peak = peak_rss(server.pid());
+    assert!(peak < 1536 << 20, "peak RSS {} MiB", peak >> 20);
+    crate::bad_input::assert_keeps_serving(&server).await;
+}
