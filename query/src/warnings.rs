@@ -45,10 +45,13 @@ struct Inner {
     unreachable: Mutex<BTreeMap<String, String>>,
     /// Committed files of the local store this request's scans read (`weft up`): checked
     /// when the request fails, so an unreadable one is quarantined.
-    scanned: Mutex<Vec<(Arc<Store>, Table, Arc<FileMeta>)>>,
+    scanned: Mutex<Vec<ScannedFile>>,
     /// A stored file could not be read while serving this request.
     data_unreadable: std::sync::atomic::AtomicBool,
 }
+
+/// A committed file a scan read, with the store that holds it.
+type ScannedFile = (Arc<Store>, Table, Arc<FileMeta>);
 
 tokio::task_local! {
     static CURRENT: RequestState;
