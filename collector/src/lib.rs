@@ -1,9 +1,9 @@
 //! Weft's collector: OTLP in, durable Parquet out, live data for queries.
 //!
 //! ```text
-//!  OTLP/gRPC :4317 ─┐   receiver::grpc / receiver::http: size caps, gzip, media types
-//!  OTLP/HTTP :4318 ─┤
-//!  Prom remote-write┘
+//!  OTLP/gRPC :4317 ─┐   listen: timeouts, connection caps; receiver::grpc / receiver::http:
+//!  OTLP/HTTP :4318 ─┤   size caps, gzip, media types, admission by decoded size (pre-scan:
+//!  Prom remote-write┘   item cap 413, in-flight budget 429)
 //!        │ decode (prost or OTLP/JSON) ─> weft_schemas: validate + convert to Arrow
 //!        │ admission: live + pending bytes over the cap? -> 503 / UNAVAILABLE + retry
 //!        ▼
