@@ -1056,8 +1056,9 @@ async fn deep_statements_and_searches_are_refused_at_their_limits() {
     };
     let reply = get(&jaeger(MAX_CONDITIONS)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // Jaeger's own error shape: {"errors": [{"code": 400, "msg": …}]}.
     let reply = get(&jaeger(2_000)).await;
-    assert_query_error(&reply, &[400], "jaeger with 2000 tag=");
+    assert_eq!(reply.status, 400, "jaeger with 2000 tag=: {}", reply.text());
     assert!(reply.text().contains("query.max_search_conditions"), "{}", reply.text());
 
     assert_keeps_serving(&server).await;
@@ -1234,7 +1235,8 @@ pub(crate) const AMPLIFYING: &[(&str, &str)] = &[
         "query.max_value_bytes",
     ),
     (
-        "SELECT length(repeat('x', 100000)) AS v FROM generate_series(1, 100000)",
+        "SELECT length(repeat('x', CAST(value % 2 + 100000 AS INT))) AS v \
+         FROM generate_series(1, 100000)",
         "query.max_batch_bytes",
     ),
     (
