@@ -1065,7 +1065,7 @@ async fn deep_statements_and_searches_are_refused_at_their_limits() {
 }
 
 /// A CPU-bound query (a cross join through `regexp_replace`) runs in the query bulkhead:
-/// while it runs, /readyz, OTLP exports and another query are answered; it is answered 408
+/// while it runs, /readyz and OTLP exports are answered; it is answered 408
 /// at its time limit (within a 3x margin) and its work stops; a query over the concurrency
 /// limit waits briefly and gets 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1113,7 +1113,6 @@ async fn a_cpu_bound_query_cannot_stall_the_server() {
             )
             .await;
         assert_eq!(reply.status, 200, "export during the query: {}", reply.text());
-        assert_eq!(server.sql_rows("SELECT 1 AS one").await, vec![json!({"one": 1})]);
         if !running.is_finished() {
             rounds_during += 1;
         }
