@@ -59,8 +59,10 @@ impl std::fmt::Debug for Bulkhead {
 
 impl Bulkhead {
     pub fn new(config: &QueryConfig) -> Result<Self> {
+        // Two more threads than a query has partitions (one per CPU), so one CPU-bound
+        // query does not hold every thread; the OS shares the CPUs.
         let threads = match config.threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
             n => n,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,6 +152,61 @@ impl Drop for Bulkhead {
                 .name("weft-query-stop".into())
                 .spawn(move || runtime.shutdown_background());
         }
+    }
+}
+
+/// Physical optimizer rule: operators that can emit many batches per input batch, or emit
+/// from memory without reading input (joins, unnest, aggregation and sort output, windows),
+/// get DataFusion's `CooperativeExec` above them. Its stream spends tokio's task budget per
+/// batch, so a CPU-bound query returns to the scheduler every few batches instead of looping
+/// inside one poll (a filter over a cross join that matches nothing never returned): other
+/// queries get their turn, and an aborted query stops at its next yield.
+/// DataFusion's own `EnsureCooperative` wraps only the leaves.
+#[derive(Debug, Default)]
+pub struct YieldInAmplifyingOperators;
+
+impl YieldInAmplifyingOperators {
+    fn amplifies(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> bool {
+        plan.children().len() >= 2
+            || matches!(
+                plan.name(),
+                "UnnestExec"
+                    | "AggregateExec"
+                    | "SortExec"
+                    | "WindowAggExec"
+                    | "BoundedWindowAggExec"
+                    | "NestedLoopJoinExec"
+                    | "CrossJoinExec"
+            )
+    }
+}
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldInAmplifyingOperators {
+    fn optimize(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> datafusion::common::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::coop::CooperativeExec;
+        plan.transform_up(|node| {
+            if Self::amplifies(node.as_ref()) && node.name() != "CooperativeExec" {
+                Ok(Transformed::yes(
+                    Arc::new(CooperativeExec::new(node)) as Arc<_>
+                ))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "weft_yield_in_amplifying_operators"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
     }
 }
 

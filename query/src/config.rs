@@ -31,8 +31,8 @@ pub struct QueryConfig {
     pub max_concurrent_queries: usize,
     /// How long a query waits for a free slot before it is refused with 503.
     pub queue_timeout_ms: u64,
-    /// Threads of the query runtime (0: one per CPU). Queries run there, never on the
-    /// threads that serve ingest and health checks.
+    /// Threads of the query runtime (0: one per CPU, plus two). Queries run there, never
+    /// on the threads that serve ingest and health checks.
     pub threads: usize,
     /// Traces up to this many spans are returned sorted by start time; larger ones are
     /// streamed in storage order so memory stays bounded.

@@ -52,6 +52,16 @@ impl From<DataFusionError> for Error {
             }
             // Errors the query's own values cause (a bad cast, a malformed id given to
             // trace_id_from_hex, division by zero) are the client's to fix.
+            // The time limit, noticed inside a function (see `udf::capped`).
+            DataFusionError::Execution(m)
+                if m.starts_with(crate::udf::capped::TIME_LIMIT_MESSAGE) =>
+            {
+                let secs = m[crate::udf::capped::TIME_LIMIT_MESSAGE.len()..]
+                    .trim_end_matches('s')
+                    .parse()
+                    .unwrap_or(0);
+                Error::Timeout(secs)
+            }
             DataFusionError::Execution(_) => Error::BadRequest(err.strip_backtrace()),
             DataFusionError::ArrowError(arrow_err, _)
                 if matches!(

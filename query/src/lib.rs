@@ -179,7 +179,13 @@ impl QueryService {
         options.execution.parquet.pushdown_filters = true;
         options.execution.parquet.reorder_filters = true;
         options.execution.parquet.bloom_filter_on_read = true;
-        let ctx = SessionContext::new_with_config_rt(config, Arc::new(runtime));
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::new(runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(bulkhead::YieldInAmplifyingOperators))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let request = warnings::RequestState::current_or_detached();
         for table in Table::ALL {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {

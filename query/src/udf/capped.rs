@@ -30,6 +30,7 @@
 //! stream their rows and need no bound.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, FieldRef, IntervalMonthDayNano, IntervalUnit, TimeUnit};
@@ -52,17 +53,38 @@ use crate::QueryConfig;
 pub struct OutputLimits {
     pub max_value_bytes: u64,
     pub max_batch_bytes: u64,
+    /// When the query's time is up. A single operator step (a nested-loop join whose
+    /// filter matches nothing) may call these functions for minutes without yielding, so
+    /// they end it themselves.
+    pub deadline: Option<(Instant, u64)>,
 }
+
+/// How a time-limit error starts; [`crate::Error`] maps it to a timeout.
+pub const TIME_LIMIT_MESSAGE: &str = "query did not finish within its time limit of ";
 
 impl OutputLimits {
     pub fn from_config(config: &QueryConfig) -> Self {
         Self {
             max_value_bytes: config.max_value_bytes as u64,
             max_batch_bytes: config.max_batch_bytes as u64,
+            deadline: Some((
+                Instant::now() + std::time::Duration::from_secs(config.timeout_secs),
+                config.timeout_secs,
+            )),
+        }
+    }
+
+    fn check_time(&self) -> Result<()> {
+        match self.deadline {
+            Some((deadline, secs)) if Instant::now() >= deadline => Err(
+                DataFusionError::Execution(format!("{TIME_LIMIT_MESSAGE}{secs}s")),
+            ),
+            _ => Ok(()),
         }
     }
 
     fn check(&self, function: &str, largest: u64, total: u64, what: &str) -> Result<()> {
+        self.check_time()?;
         if largest > self.max_value_bytes {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "{function} {what} a value of {largest} bytes, over the limit of {} bytes \
@@ -693,6 +715,7 @@ mod tests {
         OutputLimits {
             max_value_bytes: 16 << 20,
             max_batch_bytes: 128 << 20,
+            deadline: None,
         }
     }
 
