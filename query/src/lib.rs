@@ -267,8 +267,8 @@ impl QueryService {
             };
             // The answer is held whole until it is encoded: count it in the query's pool, so
             // many large values cannot add up past the memory limit.
-            let reservation = MemoryConsumer::new("sql result")
-                .register(&ctx.runtime_env().memory_pool);
+            let reservation =
+                MemoryConsumer::new("sql result").register(&ctx.runtime_env().memory_pool);
             let mut stream = df.execute_stream().await?;
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
