@@ -287,7 +287,10 @@ mod tests {
         started_rx.await.unwrap();
         let second = bulkhead.run(async { Ok(2) }).await;
         assert!(matches!(second, Err(Error::Overloaded(_))), "{second:?}");
-        assert_eq!(second.unwrap_err().status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            second.unwrap_err().status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert_eq!(bulkhead.run(async { Ok(3) }).await.unwrap(), 3);

@@ -75,7 +75,10 @@ impl QueryConfig {
             ("timeout_secs", self.timeout_secs as usize),
             ("max_sql_bytes", self.max_sql_bytes),
             ("max_expression_depth", self.max_expression_depth),
-            ("max_set_operation_branches", self.max_set_operation_branches),
+            (
+                "max_set_operation_branches",
+                self.max_set_operation_branches,
+            ),
             ("max_sql_nodes", self.max_sql_nodes),
             ("max_search_conditions", self.max_search_conditions),
             ("max_value_bytes", self.max_value_bytes),

@@ -188,9 +188,15 @@ mod tests {
         // `SELECT 1+…+1` with n terms nests n expressions inside one query block.
         check(&sum(LIMITS.max_expression_depth - 1)).unwrap();
         let err = check(&sum(LIMITS.max_expression_depth)).unwrap_err();
-        assert!(err.to_string().contains("query.max_expression_depth"), "{err}");
+        assert!(
+            err.to_string().contains("query.max_expression_depth"),
+            "{err}"
+        );
         let err = check(&sum(2_000)).unwrap_err();
-        assert!(err.to_string().contains("query.max_expression_depth"), "{err}");
+        assert!(
+            err.to_string().contains("query.max_expression_depth"),
+            "{err}"
+        );
         let ors = format!(
             "SELECT 1 FROM spans WHERE {}",
             (0..2_000)
@@ -199,7 +205,10 @@ mod tests {
                 .join(" OR ")
         );
         let err = check(&ors).unwrap_err();
-        assert!(err.to_string().contains("query.max_expression_depth"), "{err}");
+        assert!(
+            err.to_string().contains("query.max_expression_depth"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -218,7 +227,10 @@ mod tests {
     fn node_count_is_bounded() {
         let list = format!(
             "SELECT 1 WHERE 1 IN ({})",
-            (0..100_001).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+            (0..100_001)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let err = check(&list).unwrap_err();
         assert!(err.to_string().contains("query.max_sql_nodes"), "{err}");

@@ -135,9 +135,7 @@ fn bound_of(name: &str) -> Option<Bound> {
         "array_repeat" | "list_repeat" => Bound::ArrayRepeat,
         "array_resize" | "list_resize" => Bound::ArrayResize,
         "range" | "generate_series" => Bound::Range,
-        "array_to_string" | "list_to_string" | "array_join" | "list_join" => {
-            Bound::ArrayToString
-        }
+        "array_to_string" | "list_to_string" | "array_join" | "list_join" => Bound::ArrayToString,
         _ => return None,
     })
 }
@@ -159,9 +157,7 @@ impl CapFunctions {
 
     fn rewrite(&self, expr: Expr) -> Result<Transformed<Expr>> {
         match expr {
-            Expr::ScalarFunction(ScalarFunction { func, args })
-                if !func.inner().is::<Capped>() =>
-            {
+            Expr::ScalarFunction(ScalarFunction { func, args }) if !func.inner().is::<Capped>() => {
                 match bound_of(func.name()) {
                     Some(bound) => {
                         let capped = Capped::wrap(func, bound, self.limits);
@@ -530,7 +526,11 @@ fn estimate(bound: Bound, args: &[ColumnarValue], number_rows: usize) -> Result<
         }
         Bound::Pad => {
             let n = Ints::of(&args[1])?;
-            let ascii = args.iter().take(3).enumerate().all(|(i, a)| i == 1 || all_ascii(a));
+            let ascii = args
+                .iter()
+                .take(3)
+                .enumerate()
+                .all(|(i, a)| i == 1 || all_ascii(a));
             let width = if ascii { 1 } else { 4 };
             Box::new(move |row| size(0, row).max(n.count_at(row).saturating_mul(width)))
         }
@@ -731,7 +731,10 @@ mod tests {
     fn bounds_cover_what_the_functions_make() {
         assert_eq!(estimate(Bound::Repeat, &[s("ab"), i(5)], 1).unwrap().0, 10);
         assert_eq!(estimate(Bound::Pad, &[s("ab"), i(5)], 1).unwrap().0, 5);
-        assert_eq!(estimate(Bound::Pad, &[s("ab"), i(5), s("é")], 1).unwrap().0, 20);
+        assert_eq!(
+            estimate(Bound::Pad, &[s("ab"), i(5), s("é")], 1).unwrap().0,
+            20
+        );
         assert_eq!(estimate(Bound::Range, &[i(0), i(10)], 1).unwrap().0, 88);
         assert_eq!(
             estimate(Bound::Range, &[i(0), i(1_000_000_000_000)], 1)
@@ -748,10 +751,16 @@ mod tests {
 
     #[test]
     fn limits_name_themselves() {
-        let err = limits().check("repeat", 1 << 30, 1 << 30, "would make").unwrap_err();
+        let err = limits()
+            .check("repeat", 1 << 30, 1 << 30, "would make")
+            .unwrap_err();
         assert!(err.to_string().contains("query.max_value_bytes"), "{err}");
-        let err = limits().check("repeat", 1 << 20, 1 << 30, "would make").unwrap_err();
+        let err = limits()
+            .check("repeat", 1 << 20, 1 << 30, "would make")
+            .unwrap_err();
         assert!(err.to_string().contains("query.max_batch_bytes"), "{err}");
-        limits().check("repeat", 1 << 20, 1 << 20, "would make").unwrap();
+        limits()
+            .check("repeat", 1 << 20, 1 << 20, "would make")
+            .unwrap();
     }
 }

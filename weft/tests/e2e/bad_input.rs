@@ -1045,7 +1045,10 @@ async fn deep_statements_and_searches_are_refused_at_their_limits() {
         (sum_sql(MAX_DEPTH), "query.max_expression_depth"),
         (sum_sql(2_000), "query.max_expression_depth"),
         (or_chain_sql(2_000), "query.max_expression_depth"),
-        (union_sql(MAX_BRANCHES + 1), "query.max_set_operation_branches"),
+        (
+            union_sql(MAX_BRANCHES + 1),
+            "query.max_set_operation_branches",
+        ),
         (union_sql(5_000), "query.max_set_operation_branches"),
     ] {
         let what = format!("{}… ({} bytes)", &sql[..40], sql.len());
@@ -1064,7 +1067,11 @@ async fn deep_statements_and_searches_are_refused_at_their_limits() {
     for n in [MAX_CONDITIONS + 1, 2_000] {
         let reply = get(&search(n)).await;
         assert_query_error(&reply, &[400], &format!("search with {n} attr="));
-        assert!(reply.text().contains("query.max_search_conditions"), "{}", reply.text());
+        assert!(
+            reply.text().contains("query.max_search_conditions"),
+            "{}",
+            reply.text()
+        );
     }
     let jaeger = |n: usize| {
         let tags: String = (0..n).map(|i| format!("&tag=k{i}:v")).collect();
@@ -1075,7 +1082,11 @@ async fn deep_statements_and_searches_are_refused_at_their_limits() {
     // Jaeger's own error shape: {"errors": [{"code": 400, "msg": …}]}.
     let reply = get(&jaeger(2_000)).await;
     assert_eq!(reply.status, 400, "jaeger with 2000 tag=: {}", reply.text());
-    assert!(reply.text().contains("query.max_search_conditions"), "{}", reply.text());
+    assert!(
+        reply.text().contains("query.max_search_conditions"),
+        "{}",
+        reply.text()
+    );
 
     assert_keeps_serving(&server).await;
 }
@@ -1128,7 +1139,12 @@ async fn a_cpu_bound_query_cannot_stall_the_server() {
                 request_of(vec![span(&t, &s, "during", None)]).encode_to_vec(),
             )
             .await;
-        assert_eq!(reply.status, 200, "export during the query: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            200,
+            "export during the query: {}",
+            reply.text()
+        );
         if !running.is_finished() {
             rounds_during += 1;
         }
@@ -1184,8 +1200,14 @@ async fn a_cpu_bound_query_cannot_stall_the_server() {
             break;
         }
     }
-    assert!(quiet, "the server kept computing after the queries timed out");
-    assert_eq!(server.sql_rows("SELECT 3 AS three").await, vec![json!({"three": 3})]);
+    assert!(
+        quiet,
+        "the server kept computing after the queries timed out"
+    );
+    assert_eq!(
+        server.sql_rows("SELECT 3 AS three").await,
+        vec![json!({"three": 3})]
+    );
     assert_keeps_serving(&server).await;
 }
 
@@ -1219,9 +1241,15 @@ async fn amplifying_functions_are_refused_and_memory_stays_bounded() {
 
 /// Hostile statements of the memory item and the limit each must name.
 pub(crate) const AMPLIFYING: &[(&str, &str)] = &[
-    ("SELECT repeat('x', 1000000000) AS v", "query.max_value_bytes"),
+    (
+        "SELECT repeat('x', 1000000000) AS v",
+        "query.max_value_bytes",
+    ),
     ("SELECT lpad('x', 1000000000) AS v", "query.max_value_bytes"),
-    ("SELECT rpad('x', 1000000000, 'yz') AS v", "query.max_value_bytes"),
+    (
+        "SELECT rpad('x', 1000000000, 'yz') AS v",
+        "query.max_value_bytes",
+    ),
     (
         "SELECT regexp_replace(repeat('x', 10000000), '', 'yyyyyyyyyy', 'g') AS v",
         "query.max_value_bytes",
@@ -1230,7 +1258,10 @@ pub(crate) const AMPLIFYING: &[(&str, &str)] = &[
         "SELECT replace(repeat('x', 10000000), 'x', 'yyyy') AS v",
         "query.max_value_bytes",
     ),
-    ("SELECT array_repeat(1, 150000000) AS v", "query.max_value_bytes"),
+    (
+        "SELECT array_repeat(1, 150000000) AS v",
+        "query.max_value_bytes",
+    ),
     ("SELECT range(0, 150000000) AS v", "query.max_value_bytes"),
     (
         "SELECT generate_series(TIMESTAMP '2000-01-01', TIMESTAMP '2001-01-01', \

@@ -832,7 +832,12 @@ async fn psql_refuses_deep_huge_and_amplifying_statements() {
     std::fs::write(&big, text).expect("write big.sql");
     let big = big.to_str().expect("utf-8 path").to_owned();
 
-    let (at_limit, deep, ors, unions) = (sum_sql(255), sum_sql(2_000), or_chain_sql(2_000), union_sql(5_000));
+    let (at_limit, deep, ors, unions) = (
+        sum_sql(255),
+        sum_sql(2_000),
+        or_chain_sql(2_000),
+        union_sql(5_000),
+    );
     let mut args = vec!["-v", "VERBOSITY=verbose"];
     for sql in [&at_limit, &deep, &ors, &unions] {
         args.extend(["-c", sql.as_str()]);
@@ -890,7 +895,10 @@ async fn psql_refuses_deep_huge_and_amplifying_statements() {
     );
     let mut query = Vec::new();
     cstr(&mut query, "SELECT 5 AS five");
-    stream.write_all(&message(b'Q', &query)).await.expect("query");
+    stream
+        .write_all(&message(b'Q', &query))
+        .await
+        .expect("query");
     let replies = until_ready(&mut stream).await;
     let row = replies
         .iter()
