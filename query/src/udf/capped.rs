@@ -536,7 +536,8 @@ fn estimate(bound: Bound, args: &[ColumnarValue], number_rows: usize) -> Result<
         }
         Bound::Replace => Box::new(move |row| {
             let (s, from, to) = (size(0, row), size(1, row), size(2, row));
-            let matches = if from == 0 { s + 1 } else { s / from };
+            // An empty pattern matches between every character.
+            let matches = s.checked_div(from).unwrap_or(s + 1);
             s.saturating_add(matches.saturating_mul(to))
         }),
         Bound::RegexpReplace => {
