@@ -4,12 +4,14 @@
 # Everything the tests need comes from crates.io and the npm registry (the viewer and its
 # Playwright tests), except two Debian packages this script installs when missing: `psql`
 # (the Postgres wire protocol tests drive the real client) and `chromium` (the viewer's
-# end-to-end tests run in it headless).
+# end-to-end tests run in it headless), plus util-linux's `prlimit` on minimal images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+# `prlimit` starts a server with a low open-file limit (the fd-exhaustion test).
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: installing Debian packages: ${missing[*]}" >&2
     sudo=""
