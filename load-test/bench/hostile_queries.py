@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hostile queries against a fresh `weft up`: status, time to answer, the server's peak RSS.
 
-    scripts/hostile_queries.py path/to/weft [--set query.timeout_secs=4 ...]
+    load-test/bench/hostile_queries.py path/to/weft [--set query.timeout_secs=4 ...]
 
 Starts the binary on loopback ports with a temporary data directory, sends each input over
 HTTP (and a few over psql), and prints one line per input. A server that died is reported
