@@ -17,6 +17,9 @@
 //!
 //! Nothing is acknowledged before it is in the write-ahead log; on start the log is
 //! replayed into the live buffers, skipping what the manifest says is already in Parquet.
+//! Replay repairs a torn tail and skips past corruption (reported through `incidents`);
+//! an unreadable Parquet file is quarantined by the store. Spans and points outside the
+//! accepted time window are refused before the WAL, so replay gives back what was acked.
 //!
 //! In a cluster the same crate holds the other roles' parts: `ring` (the trace-ID hash
 //! ring), `cluster` (the view of the collector nodes: membership by static list, DNS or

@@ -24,6 +24,10 @@
 //!                      └─otlp_json::encode_*──▶ OTLP/JSON for the HTTP API
 //! ```
 //!
+//! Before decoding, `shape` counts a body's items and bounds its decoded size without
+//! allocating (admission by decoded size); after decoding, `window` drops spans and points
+//! whose times lie outside the accepted window (reported as partial success).
+//!
 //! Design rules that hold for both tables:
 //!
 //! * One row per span / per data point. Resource and scope are repeated on every row (they
