@@ -53,6 +53,10 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// Upper bound of records written by one group commit.
     pub max_group_bytes: usize,
+    /// Segments whose records are all in Parquet files are kept, newest first, up to this
+    /// many bytes: while they are, a Parquet file found unreadable is rebuilt from them.
+    /// 0 deletes them as soon as they are flushed.
+    pub retain_flushed_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -61,6 +65,7 @@ impl Default for WalConfig {
             sync: SyncPolicy::Fsync,
             segment_bytes: 64 << 20,
             max_group_bytes: 32 << 20,
+            retain_flushed_bytes: 256 << 20,
         }
     }
 }

@@ -170,6 +170,7 @@ impl Collector {
             .transpose()
             .map_err(Error::Config)?;
         let incidents = Arc::new(Incidents::open(&config.data_dir)?);
+        let wal_dir = config.data_dir.join("wal");
         let store = Arc::new(Store::open(
             &config.data_dir,
             store::StoreOptions {
@@ -179,9 +180,11 @@ impl Collector {
                 max_partitions_per_flush: config.buffer.max_partitions_per_flush,
                 incidents: incidents.clone(),
                 telemetry: telemetry.clone(),
+                row_source: Some(Arc::new(WalRows {
+                    dir: wal_dir.clone(),
+                })),
             },
         )?);
-        let wal_dir = config.data_dir.join("wal");
         let mut replayed = 0u64;
         let mut held = tail::Replay::default();
         let report = wal::replay(&wal_dir, |record| {
@@ -649,6 +652,31 @@ fn record_table(kind: RecordKind) -> Table {
             Table::Spans
         }
         RecordKind::OtlpMetrics | RecordKind::PrometheusWrite => Table::Metrics,
+    }
+}
+
+/// A table's rows read back from the WAL, for rebuilding a quarantined Parquet file.
+struct WalRows {
+    dir: std::path::PathBuf,
+}
+
+impl store::RowSource for WalRows {
+    fn rows(
+        &self,
+        table: Table,
+        records: store::WalRecords,
+    ) -> std::result::Result<Vec<arrow::array::RecordBatch>, String> {
+        let mut batches = Vec::new();
+        wal::read_range(&self.dir, records.first, records.last, |record| {
+            // Held spans reach the table only through the decision records that keep them.
+            if record.kind == RecordKind::OtlpTracesHeld || record_table(record.kind) != table {
+                return Ok(());
+            }
+            batches.push(convert_record(record.kind, &record.payload)?.batch);
+            Ok(())
+        })
+        .map_err(|e| format!("reading the WAL: {e}"))?;
+        Ok(batches)
     }
 }
 

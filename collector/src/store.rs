@@ -62,6 +62,31 @@ pub struct FileMeta {
     /// the manifest; rebuilt from the file on start if missing). `None`: always scanned.
     #[serde(skip)]
     pub trace_ids: Option<Arc<TraceIdFilter>>,
+    /// The WAL records (`first..=last` sequence numbers, this table's only) whose rows the
+    /// flush that wrote this file took; every file of one flush has the same range. While the
+    /// WAL still holds them, an unreadable file is rebuilt from them. `None` in manifests
+    /// written before this was recorded (such files are quarantined, never rebuilt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_records: Option<WalRecords>,
+}
+
+/// A range of WAL sequence numbers, both ends included.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct WalRecords {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Reads back the rows that a table's WAL records `first..=last` held, in sequence order,
+/// converted exactly as replay converts them. Implemented over the collector's WAL; the
+/// store uses it to rebuild a quarantined file.
+pub trait RowSource: Send + Sync {
+    /// `Err` says why the rows cannot be read (for the incident).
+    fn rows(
+        &self,
+        table: Table,
+        records: WalRecords,
+    ) -> std::result::Result<Vec<RecordBatch>, String>;
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -126,10 +151,25 @@ pub struct Store {
     quarantined: AtomicU64,
     /// Files read completely without error (files never change, so once is enough).
     verified: Mutex<std::collections::HashSet<String>>,
+    /// Where a quarantined file's rows are read back from (the WAL), if anywhere.
+    row_source: Option<Arc<dyn RowSource>>,
+    /// Quarantined files whose rows could not be rebuilt: a later rebuild of the same flush
+    /// and hour must restore them too.
+    unrebuilt: Mutex<Vec<(Table, FileMeta)>>,
+}
+
+/// What a rebuild restored.
+#[derive(Debug)]
+struct Rebuilt {
+    rows: u64,
+    /// The new files.
+    files: Vec<String>,
+    /// Healthy files of the same flush and hour that the new files replace.
+    replaced: Vec<String>,
 }
 
 /// How a store writes files, and where it reports damage.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     pub tenant: String,
     pub parquet: ParquetSettings,
@@ -137,6 +177,18 @@ pub struct StoreOptions {
     pub max_partitions_per_flush: usize,
     pub incidents: Arc<Incidents>,
     pub telemetry: Arc<Telemetry>,
+    /// Rebuilds quarantined files from the WAL when set.
+    pub row_source: Option<Arc<dyn RowSource>>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("tenant", &self.tenant)
+            .field("max_file_rows", &self.max_file_rows)
+            .field("rebuilds", &self.row_source.is_some())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -228,6 +280,8 @@ impl Store {
             telemetry: options.telemetry,
             quarantined: AtomicU64::new(0),
             verified: Mutex::new(Default::default()),
+            row_source: options.row_source,
+            unrebuilt: Mutex::new(Vec::new()),
         };
         for (table, path, reason) in damaged {
             store.quarantine(table, &path, &reason)?;
@@ -236,9 +290,10 @@ impl Store {
     }
 
     /// Moves a committed file that cannot be read (and its trace-ID filter) to
-    /// `<data_dir>/quarantine/<same path>`, removes it from the manifest, counts it and
-    /// records an incident. Queries from then on read every other file. `false` when the
-    /// file is not (or no longer) committed.
+    /// `<data_dir>/quarantine/<same path>`, removes it from the manifest, counts it, rebuilds
+    /// its rows from the WAL when the WAL still holds them, and records an incident that says
+    /// which. Queries from then on read every other file. `false` when the file is not (or no
+    /// longer) committed.
     pub fn quarantine(&self, table: Table, relative: &str, reason: &str) -> Result<bool> {
         let _one_manifest_writer = self.flush_lock.lock();
         let Some(meta) = self.state.lock().tables[&table]
@@ -298,10 +353,44 @@ impl Store {
             quarantined = %to.display(),
             rows = meta.rows,
             reason,
-            "unreadable parquet file moved to quarantine; its rows are missing from queries"
+            "unreadable parquet file moved to quarantine"
         );
+        let rebuilt = self.rebuild_locked(table, &meta);
+        let outcome = match &rebuilt {
+            Ok(rebuilt) => {
+                self.telemetry.add(
+                    "weft_parquet_rebuilt_files_total",
+                    "Quarantined Parquet files whose rows were rebuilt from the WAL.",
+                    &[("table", table.name())],
+                    1.0,
+                );
+                tracing::warn!(
+                    table = table.name(),
+                    file = relative,
+                    rows = rebuilt.rows,
+                    into = ?rebuilt.files,
+                    "rebuilt the quarantined file's rows from the WAL; nothing is missing"
+                );
+                format!(
+                    "all {} rows of its hour were rebuilt from the WAL; nothing is missing",
+                    rebuilt.rows
+                )
+            }
+            Err(why) => {
+                self.unrebuilt.lock().push((table, (*meta).clone()));
+                tracing::error!(
+                    table = table.name(),
+                    file = relative,
+                    rows = meta.rows,
+                    why = %why,
+                    "cannot rebuild the quarantined file from the WAL; its rows are missing \
+                     from queries"
+                );
+                format!("its rows are missing from queries: not rebuilt, {why}")
+            }
+        };
         let message = format!(
-            "unreadable {} file {relative} ({} rows) moved to {}: {reason}",
+            "unreadable {} file {relative} ({} rows) moved to {}: {reason}; {outcome}",
             table.name(),
             meta.rows,
             to.display()
@@ -313,7 +402,14 @@ impl Store {
             "rows": meta.rows,
             "min_time_ns": meta.min_time_ns,
             "max_time_ns": meta.max_time_ns,
+            "wal_records": meta.wal_records,
             "reason": reason,
+            "rebuilt": rebuilt.as_ref().ok().map(|r| serde_json::json!({
+                "rows": r.rows,
+                "files": r.files,
+                "replaced": r.replaced,
+            })),
+            "not_rebuilt": rebuilt.as_ref().err(),
         });
         if let Err(e) = self
             .incidents
@@ -322,6 +418,106 @@ impl Store {
             tracing::error!(error = %e, "could not record the quarantine incident");
         }
         Ok(true)
+    }
+
+    /// Rebuilds the rows of the quarantined file `lost` from the WAL records its flush took.
+    /// A flush may have split one hour into several files, and files of that hour quarantined
+    /// earlier may still be missing, so the unit rebuilt is the hour of that flush: every row
+    /// of the table those records put in that hour is read back, checked against the rows the
+    /// files held (the count must match exactly, so nothing is stored twice or left out), and
+    /// written as new files that replace the whole group in one manifest commit. Healthy files
+    /// replaced this way stay on disk until the next start (a query may be reading them) and
+    /// are then removed as files the manifest does not list. Caller holds `flush_lock`.
+    fn rebuild_locked(
+        &self,
+        table: Table,
+        lost: &FileMeta,
+    ) -> std::result::Result<Rebuilt, String> {
+        let source = self
+            .row_source
+            .as_ref()
+            .ok_or("this store has no WAL to rebuild from")?;
+        let records = lost
+            .wal_records
+            .ok_or("the manifest does not say which WAL records it came from (written by an older release)")?;
+        let dir = partition_dir(&lost.path);
+        let hour = lost.min_time_ns.div_euclid(NANOS_PER_HOUR);
+        let same_group =
+            |f: &FileMeta| f.wal_records == Some(records) && partition_dir(&f.path) == dir;
+        let siblings: Vec<String> = self.state.lock().tables[&table]
+            .files
+            .iter()
+            .filter(|f| same_group(f))
+            .map(|f| f.path.clone())
+            .collect();
+        let expected = {
+            let state = self.state.lock();
+            let committed: u64 = state.tables[&table]
+                .files
+                .iter()
+                .filter(|f| same_group(f))
+                .map(|f| f.rows)
+                .sum();
+            let earlier: u64 = self
+                .unrebuilt
+                .lock()
+                .iter()
+                .filter(|(t, f)| *t == table && same_group(f) && f.path != lost.path)
+                .map(|(_, f)| f.rows)
+                .sum();
+            committed + earlier + lost.rows
+        };
+        let mut batches = Vec::new();
+        let mut rows = 0u64;
+        for batch in source.rows(table, records)? {
+            let in_hour = rows_in_hour(table, &batch, hour)?;
+            rows += in_hour.num_rows() as u64;
+            if in_hour.num_rows() > 0 {
+                batches.push(in_hour);
+            }
+        }
+        if rows != expected {
+            return Err(format!(
+                "the WAL holds {rows} of the {expected} rows that records {}..={} put in this \
+                 hour (older records are deleted once wal.retain_flushed_bytes is used up)",
+                records.first, records.last
+            ));
+        }
+        let mut new_files = self
+            .write_files(table, &batches)
+            .map_err(|e| e.to_string())?;
+        for file in &mut new_files {
+            file.wal_records = Some(records);
+        }
+        let manifest = {
+            let state = self.state.lock();
+            self.manifest_of(&state, |t, files| {
+                if t == table {
+                    files.retain(|f| !siblings.contains(&f.path));
+                    files.extend(new_files.iter().cloned());
+                }
+            })
+        };
+        self.commit_manifest(&manifest).map_err(|e| e.to_string())?;
+        let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
+        {
+            let mut state = self.state.lock();
+            let files = &mut state
+                .tables
+                .get_mut(&table)
+                .expect("every table has state")
+                .files;
+            files.retain(|f| !siblings.contains(&f.path));
+            files.extend(new_files.into_iter().map(Arc::new));
+        }
+        self.unrebuilt
+            .lock()
+            .retain(|(t, f)| !(*t == table && same_group(f)));
+        Ok(Rebuilt {
+            rows,
+            files: paths,
+            replaced: siblings,
+        })
     }
 
     /// How many files this process has quarantined (moves when one more is).
@@ -484,10 +680,17 @@ impl Store {
         // Whole records in sequence order, up to the partition bound: `through` stays exact.
         let take = records_within_partitions(table, &live, self.max_partitions_per_flush);
         let through = live[take - 1].0;
+        let records = WalRecords {
+            first: live[0].0,
+            last: through,
+        };
         let batches: Vec<RecordBatch> = live[..take].iter().map(|(_, b)| b.clone()).collect();
         drop(live);
 
-        let new_files = self.write_files(table, &batches)?;
+        let mut new_files = self.write_files(table, &batches)?;
+        for file in &mut new_files {
+            file.wal_records = Some(records);
+        }
         let stats = FlushStats {
             rows: new_files.iter().map(|f| f.rows).sum(),
             files: new_files.len(),
@@ -553,6 +756,7 @@ impl Store {
                     min_time_ns: written.min_time_ns,
                     max_time_ns: written.max_time_ns,
                     trace_ids: written.trace_ids.map(Arc::new),
+                    wal_records: None,
                 });
                 if !dirs_to_sync.contains(&dir) {
                     dirs_to_sync.push(dir);
@@ -645,6 +849,29 @@ fn records_within_partitions(
         hours.extend(batch_hours);
     }
     live.len()
+}
+
+/// `spans/tenant=default/date=2026-11-24/hour=13` of a file path below it.
+fn partition_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The rows of `batch` whose time falls in `hour` (ns / 1h).
+fn rows_in_hour(
+    table: Table,
+    batch: &RecordBatch,
+    hour: i64,
+) -> std::result::Result<RecordBatch, String> {
+    let times = batch
+        .column_by_name(table.time_column())
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| format!("time column {} missing", table.time_column()))?;
+    let mask: arrow::array::BooleanArray = times
+        .values()
+        .iter()
+        .map(|t| Some(t.div_euclid(NANOS_PER_HOUR) == hour))
+        .collect();
+    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
 }
 
 fn storage_err(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -868,6 +1095,7 @@ mod tests {
             max_partitions_per_flush,
             incidents: Arc::new(Incidents::open(dir).unwrap()),
             telemetry: Telemetry::new(),
+            row_source: None,
         }
     }
 
@@ -932,5 +1160,135 @@ mod tests {
             .map(|f| f.rows)
             .sum();
         assert_eq!(rows, 15);
+    }
+
+    /// Rows kept by sequence number, as the WAL would give them back.
+    struct Records(Mutex<Vec<(u64, (Table, RecordBatch))>>);
+
+    impl RowSource for Records {
+        fn rows(
+            &self,
+            table: Table,
+            records: WalRecords,
+        ) -> std::result::Result<Vec<RecordBatch>, String> {
+            Ok(self
+                .0
+                .lock()
+                .iter()
+                .filter(|(seq, (t, _))| *t == table && (records.first..=records.last).contains(seq))
+                .map(|(_, (_, b))| b.clone())
+                .collect())
+        }
+    }
+
+    fn stored_rows(store: &Store) -> u64 {
+        store
+            .snapshot(Table::Spans)
+            .files
+            .iter()
+            .map(|f| f.rows)
+            .sum()
+    }
+
+    #[test]
+    fn a_quarantined_file_is_rebuilt_with_its_hour_only_when_every_row_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = vec![
+            record(1, &[490_000, 490_000, 490_000, 490_001]),
+            record(2, &[490_000, 490_000, 490_001]),
+        ];
+        let source = Arc::new(Records(Mutex::new(written.clone())));
+        let open = |source: &Arc<Records>| {
+            Store::open(
+                dir.path(),
+                StoreOptions {
+                    max_file_rows: 2,
+                    row_source: Some(source.clone() as Arc<dyn RowSource>),
+                    ..options(dir.path(), 32)
+                },
+            )
+            .unwrap()
+        };
+        let store = open(&source);
+        store.apply_durable(written);
+        let stats = store.flush(Table::Spans).unwrap();
+        // Hour 490000 holds 5 rows (3 files of at most 2), hour 490001 holds 2 (1 file).
+        assert_eq!((stats.files, stats.rows), (4, 7));
+        let files = store.snapshot(Table::Spans).files;
+        assert!(
+            files
+                .iter()
+                .all(|f| f.wal_records == Some(WalRecords { first: 1, last: 2 }))
+        );
+        let in_first_hour: Vec<_> = files
+            .iter()
+            .filter(|f| f.min_time_ns.div_euclid(NANOS_PER_HOUR) == 490_000)
+            .collect();
+        assert_eq!(in_first_hour.len(), 3);
+
+        assert!(
+            store
+                .quarantine(Table::Spans, &in_first_hour[1].path, "test")
+                .unwrap()
+        );
+        assert_eq!(stored_rows(&store), 7, "the whole hour was written again");
+        let after = store.snapshot(Table::Spans).files;
+        assert!(
+            after
+                .iter()
+                .all(|f| !in_first_hour.iter().any(|old| old.path == f.path))
+        );
+        assert!(after.iter().any(|f| {
+            f.path
+                == files
+                    .iter()
+                    .find(|f| f.min_time_ns.div_euclid(NANOS_PER_HOUR) == 490_001)
+                    .unwrap()
+                    .path
+        }));
+        let incidents = store.incidents.list();
+        assert_eq!(incidents[0].details["rebuilt"]["rows"], 5);
+        assert_eq!(
+            incidents[0].details["rebuilt"]["replaced"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        drop(store);
+
+        // Replaced healthy files are removed at the next start; the rebuilt ones stay.
+        let store = open(&source);
+        assert_eq!(stored_rows(&store), 7);
+        for old in &in_first_hour {
+            assert!(!dir.path().join(&old.path).exists(), "{}", old.path);
+        }
+
+        // A record no longer in the WAL: the count does not match, nothing is written.
+        source.0.lock().retain(|(seq, _)| *seq != 2);
+        let second_hour = store
+            .snapshot(Table::Spans)
+            .files
+            .iter()
+            .find(|f| f.min_time_ns.div_euclid(NANOS_PER_HOUR) == 490_001)
+            .cloned()
+            .unwrap();
+        assert!(
+            store
+                .quarantine(Table::Spans, &second_hour.path, "test")
+                .unwrap()
+        );
+        assert_eq!(
+            stored_rows(&store),
+            5,
+            "its 2 rows are missing, not half rebuilt"
+        );
+        let incident = store.incidents.list().pop().unwrap();
+        assert!(incident.details["rebuilt"].is_null());
+        assert!(
+            incident.message.contains("holds 1 of the 2 rows"),
+            "{}",
+            incident.message
+        );
     }
 }

@@ -124,6 +124,7 @@ struct Segment {
 /// Handle to the log; cheap to share behind an `Arc`.
 pub struct Wal<T> {
     tx: mpsc::UnboundedSender<Append<T>>,
+    retain_flushed_bytes: u64,
     segments: Arc<Mutex<Vec<Segment>>>,
     pending_bytes: Arc<AtomicUsize>,
 }
@@ -318,6 +319,53 @@ fn replay_with(
         }
     }
     Ok(report)
+}
+
+/// Calls `on_record` for each record with a sequence number in `first..=last`, in order,
+/// reading only the segments that can hold them and changing nothing (the writer may be
+/// appending to the newest segment meanwhile; records in the range are older and whole).
+/// Records lost to damage or to segment deletion are simply not there: the caller counts.
+pub fn read_range(
+    dir: &Path,
+    first: u64,
+    last: u64,
+    mut on_record: impl FnMut(WalRecord) -> Result<()>,
+) -> Result<()> {
+    let segments = list_segments(dir)?;
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.first_seq > last {
+            break;
+        }
+        if segments
+            .get(index + 1)
+            .is_some_and(|next| next.first_seq <= first)
+        {
+            continue;
+        }
+        let mut data = Vec::new();
+        match File::open(&segment.path).and_then(|mut f| f.read_to_end(&mut data)) {
+            Ok(_) => {}
+            // Deleted since it was listed: its records are gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(Error::Wal(format!("read {}: {e}", segment.path.display())));
+            }
+        }
+        let data = Bytes::from(data);
+        let scan = scan_segment(&data, segment.first_seq.saturating_sub(1));
+        for frame in scan.frames {
+            if frame.seq < first || frame.seq > last {
+                continue;
+            }
+            let start = frame.offset + HEADER_LEN;
+            on_record(WalRecord {
+                seq: frame.seq,
+                kind: frame.kind,
+                payload: data.slice(start..frame.offset + frame.len),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Torn tail or corruption, and which sequence numbers the damaged bytes may have held.
@@ -692,6 +740,7 @@ impl<T: Send + 'static> Wal<T> {
             .map_err(|e| Error::Wal(format!("spawn wal thread: {e}")))?;
         Ok(Self {
             tx,
+            retain_flushed_bytes: config.retain_flushed_bytes,
             segments,
             pending_bytes,
         })
@@ -725,12 +774,29 @@ impl<T: Send + 'static> Wal<T> {
         self.pending_bytes.load(Ordering::Relaxed)
     }
 
-    /// Deletes segments whose records all have sequence numbers `<= seq`
-    /// (they are in Parquet files now). The active segment is never deleted.
+    /// Deletes segments whose records all have sequence numbers `<= seq` (they are in
+    /// Parquet files now), oldest first, except the newest of them that fit in
+    /// `wal.retain_flushed_bytes` (kept to rebuild unreadable Parquet files). The active
+    /// segment is never deleted.
     pub fn truncate_through(&self, seq: u64) -> Result<usize> {
         let mut segments = self.segments.lock();
+        let flushed = segments
+            .windows(2)
+            .take_while(|pair| pair[1].first_seq <= seq + 1)
+            .count();
+        // Walk back from the newest flushed segment while the budget holds.
+        let mut retained_bytes = 0u64;
+        let mut keep_from = flushed;
+        while keep_from > 0 {
+            let len = fs::metadata(&segments[keep_from - 1].path).map_or(0, |m| m.len());
+            if retained_bytes + len > self.retain_flushed_bytes {
+                break;
+            }
+            retained_bytes += len;
+            keep_from -= 1;
+        }
         let mut removed = 0;
-        while segments.len() > 1 && segments[1].first_seq <= seq + 1 {
+        while removed < keep_from {
             let segment = segments.remove(0);
             fs::remove_file(&segment.path)
                 .map_err(|e| Error::Wal(format!("remove {}: {e}", segment.path.display())))?;
@@ -888,8 +954,66 @@ mod tests {
     fn config() -> WalConfig {
         WalConfig {
             segment_bytes: 64,
+            retain_flushed_bytes: 0,
             ..WalConfig::default()
         }
+    }
+
+    #[tokio::test]
+    async fn flushed_segments_are_kept_within_the_budget_and_read_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        // 40-byte payloads: 57-byte frames, so every segment holds one or two records.
+        let config = WalConfig {
+            retain_flushed_bytes: 200,
+            ..config()
+        };
+        let wal = Wal::start(dir.path(), &config, 1, |_: Vec<(u64, u32)>| {}).unwrap();
+        for i in 0..20u32 {
+            wal.append(RecordKind::OtlpTraces, Bytes::from(vec![i as u8; 40]), i)
+                .await
+                .unwrap();
+        }
+        let sizes = |dir: &Path| -> Vec<(u64, u64)> {
+            list_segments(dir)
+                .unwrap()
+                .iter()
+                .map(|s| (s.first_seq, fs::metadata(&s.path).unwrap().len()))
+                .collect()
+        };
+        let before = sizes(dir.path());
+        wal.truncate_through(15).unwrap();
+        let after = sizes(dir.path());
+        let flushed: Vec<_> = after
+            .windows(2)
+            .filter(|pair| pair[1].0 <= 16)
+            .map(|pair| pair[0])
+            .collect();
+        let retained: u64 = flushed.iter().map(|(_, len)| len).sum();
+        assert!(retained <= 200, "{after:?}");
+        // The oldest segment that was deleted would have gone past the budget.
+        let oldest_kept = after[0].0;
+        let deleted_last = before.iter().rev().find(|(seq, _)| *seq < oldest_kept);
+        let (_, deleted_len) = deleted_last.expect("something was deleted");
+        assert!(retained + deleted_len > 200, "{before:?} -> {after:?}");
+        assert!(
+            !flushed.is_empty(),
+            "flushed segments within the budget are kept"
+        );
+
+        // read_range gives exactly the records asked for that are still there.
+        let mut seen = Vec::new();
+        read_range(dir.path(), 1, 17, |r| {
+            seen.push((r.seq, r.payload[0]));
+            Ok(())
+        })
+        .unwrap();
+        let expected: Vec<(u64, u8)> = (oldest_kept..=17).map(|s| (s, (s - 1) as u8)).collect();
+        assert_eq!(seen, expected);
+        wal.truncate_through(20).unwrap();
+        assert!(
+            list_segments(dir.path()).unwrap()[0].first_seq > oldest_kept,
+            "older flushed segments go as newer ones take the budget"
+        );
     }
 
     #[tokio::test]
