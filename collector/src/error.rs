@@ -77,6 +77,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Storage failures keep their meaning for clients: an unavailable WAL and a failed write
+/// are retryable server errors, shutdown is shutdown.
+impl From<weft_storage::Error> for Error {
+    fn from(e: weft_storage::Error) -> Self {
+        match e {
+            weft_storage::Error::Wal(message) => Self::Wal(message),
+            weft_storage::Error::ShuttingDown => Self::ShuttingDown,
+            weft_storage::Error::Storage(message) => Self::Storage(message),
+        }
+    }
+}
+
 /// How long clients are told to wait when the server itself is the problem.
 const SERVER_RETRY_AFTER: Duration = Duration::from_secs(1);
 

@@ -31,17 +31,12 @@
 pub mod cluster;
 pub mod config;
 pub mod error;
-pub mod incidents;
 pub mod ingest;
 pub mod listen;
 pub mod metrics_limits;
 pub mod receiver;
 pub mod ring;
 pub mod sampling;
-pub mod store;
-pub mod telemetry;
-pub mod trace_index;
-pub mod wal;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,13 +51,14 @@ use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
-use incidents::{IncidentKind, Incidents};
 use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
-pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
-use telemetry::Telemetry;
 use wal::{DamageKind, RecordKind, Wal};
+use weft_storage::incidents::{IncidentKind, Incidents};
+pub use weft_storage::store::{FileMeta, FlushStats, Store, TableSnapshot};
+use weft_storage::{store, wal};
+use weft_telemetry::Telemetry;
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +183,7 @@ impl Collector {
         )?);
         let mut replayed = 0u64;
         let mut held = tail::Replay::default();
-        let report = wal::replay(&wal_dir, |record| {
+        let report = wal::replay(&wal_dir, |record| -> Result<()> {
             match record.kind {
                 // Held spans are covered by later decision records, not by flush marks.
                 RecordKind::OtlpTracesHeld => {
@@ -609,7 +605,7 @@ fn report_wal_damage(report: &wal::ReplayReport, telemetry: &Telemetry, incident
                     damage.bytes as f64,
                 );
                 let message = format!(
-                    "WAL corruption in {segment} at offset {}: {} bytes skipped, {missing}                      lost; damaged bytes kept in {}",
+                    "WAL corruption in {segment} at offset {}: {} bytes skipped, {missing} lost; damaged bytes kept in {}",
                     damage.offset,
                     damage.bytes,
                     quarantined.as_deref().unwrap_or("(not kept)")
@@ -665,17 +661,19 @@ impl store::RowSource for WalRows {
         &self,
         table: Table,
         records: store::WalRecords,
-    ) -> std::result::Result<Vec<arrow::array::RecordBatch>, String> {
+    ) -> weft_storage::Result<Vec<arrow::array::RecordBatch>> {
         let mut batches = Vec::new();
         wal::read_range(&self.dir, records.first, records.last, |record| {
             // Held spans reach the table only through the decision records that keep them.
             if record.kind == RecordKind::OtlpTracesHeld || record_table(record.kind) != table {
                 return Ok(());
             }
-            batches.push(convert_record(record.kind, &record.payload)?.batch);
+            let converted = convert_record(record.kind, &record.payload).map_err(|e| {
+                weft_storage::Error::Wal(format!("record {} cannot be decoded: {e}", record.seq))
+            })?;
+            batches.push(converted.batch);
             Ok(())
-        })
-        .map_err(|e| format!("reading the WAL: {e}"))?;
+        })?;
         Ok(batches)
     }
 }

@@ -118,7 +118,7 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::metrics::{metric_type, series_id};
 use weft_schemas::prometheus::{Label, MetricType, Sample, TimeSeries, WriteRequest};
 
-use crate::telemetry::Telemetry;
+use weft_telemetry::Telemetry;
 
 /// Attribute of every OTLP overflow point (value `true`).
 pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";

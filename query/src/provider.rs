@@ -38,8 +38,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use weft_collector::Collector;
-use weft_collector::incidents::Incidents;
 use weft_schemas::{Table, columns};
+use weft_storage::incidents::Incidents;
 
 use crate::warnings::RequestState;
 
@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(files_scanned(&collector, first).await, 1);
         let file = &collector.snapshot(Table::Spans).files[0];
         assert!(file.trace_ids.as_ref().unwrap().may_contain(&[0x11; 16]));
-        let sidecar = weft_collector::trace_index::sidecar_path(&dir.path().join(&file.path));
+        let sidecar = weft_storage::trace_index::sidecar_path(&dir.path().join(&file.path));
         let written = std::fs::read(&sidecar).unwrap();
         std::fs::write(&sidecar, &written[..written.len() / 2]).unwrap();
         drop(collector);

@@ -81,9 +81,9 @@ use bytes::Bytes;
 use weft_collector::config::{SyncPolicy, WalConfig};
 use weft_collector::sampling::policy::{NamedPolicy, PolicyConfig, default_policies};
 use weft_collector::sampling::{HeadConfig, SamplingConfig, TailConfig};
-use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorConfig, CollectorOptions, Format};
 use weft_schemas::sampling::{Randomness, Threshold};
+use weft_telemetry::Telemetry;
 
 use crate::graph::{TimeRange, VirtualNode, service_graph};
 use crate::latency::sketch::RELATIVE_ERROR;

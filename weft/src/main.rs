@@ -316,7 +316,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `weft wal check`: the analysis of replay, read-only, as JSON lines and a summary.
 fn wal_check(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let report = weft_collector::wal::check(&data_dir.join("wal"))
+    let report = weft_storage::wal::check(&data_dir.join("wal"))
         .with_context(|| format!("reading the WAL of {}", data_dir.display()))?;
     for damage in &report.damage {
         println!("{}", serde_json::to_string(damage)?);

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use weft_collector::sampling::SamplingConfig;
-use weft_collector::telemetry::Telemetry;
+use weft_telemetry::Telemetry;
 
 use crate::config::{ConfigSource, WeftConfig};
 

@@ -25,10 +25,10 @@ use weft_collector::cluster::info::NodeInfoHandle;
 use weft_collector::cluster::membership::{Membership, Role};
 use weft_collector::cluster::{NodeInfo, node_data_dir};
 use weft_collector::ingest::Ingest;
-use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
 use weft_query::cluster::ClusterSource;
+use weft_telemetry::Telemetry;
 
 use crate::config::WeftConfig;
 use crate::operator;
@@ -94,7 +94,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let http = weft_collector::receiver::http::router(collector.clone())
         .merge(weft_collector::cluster::info::router(info.clone()))
         .merge(weft_collector::cluster::snapshot::router(collector.clone()))
-        .merge(weft_collector::telemetry::route(telemetry))
+        .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "collector",
             &node_id,
@@ -165,7 +165,7 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
     let http = weft_collector::receiver::http::router(ingest.clone())
-        .merge(weft_collector::telemetry::route(telemetry))
+        .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "ingest",
             &node_id,

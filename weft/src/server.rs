@@ -22,9 +22,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_collector::listen::{Limits, Listener, serve_http};
-use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
+use weft_telemetry::Telemetry;
 
 use crate::config::WeftConfig;
 
@@ -99,7 +99,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     // Own metrics on the OTLP/HTTP port: on the query port `/metrics` is the viewer's page.
     let otlp_http = weft_collector::receiver::http::router(collector.clone())
-        .merge(weft_collector::telemetry::route(telemetry))
+        .merge(weft_telemetry::route(telemetry))
         .merge(health_routes(health.clone()));
     let postgres =
         weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::{Table, columns};
 
 use crate::Collector;
-use crate::store::FileMeta;
+use weft_storage::store::FileMeta;
 
 /// Path of the snapshot endpoint on a collector's internal HTTP listener.
 pub const PATH: &str = "/internal/v1/snapshot";
@@ -503,13 +503,13 @@ mod tests {
         assert!(decode(Table::Spans, &bytes[..bytes.len() - 9]).is_err());
 
         // The manifest reader sees the same committed files, read-only.
-        let committed = crate::store::read_committed_files(dir.path()).unwrap();
+        let committed = weft_storage::store::read_committed_files(dir.path()).unwrap();
         assert_eq!(committed[&Table::Spans].len(), 1);
         assert_eq!(committed[&Table::Spans][0].path, all.header.files[0].path);
         assert!(committed[&Table::Metrics].is_empty());
         let empty = tempfile::tempdir().unwrap();
         assert!(
-            crate::store::read_committed_files(empty.path())
+            weft_storage::store::read_committed_files(empty.path())
                 .unwrap()
                 .is_empty()
         );

@@ -98,7 +98,7 @@ pub(crate) struct Inner {
     refused: AtomicU64,
     /// Consistent head sampling before the split (`sampling.head`).
     head: crate::sampling::head::HeadSampler,
-    telemetry: Arc<crate::telemetry::Telemetry>,
+    telemetry: Arc<weft_telemetry::Telemetry>,
 }
 
 /// The ingest node's state for the operator view.
@@ -150,7 +150,7 @@ impl Ingest {
             receiver,
             view,
             &crate::sampling::HeadConfig::default(),
-            crate::telemetry::Telemetry::new(),
+            weft_telemetry::Telemetry::new(),
         )
     }
 
@@ -160,7 +160,7 @@ impl Ingest {
         receiver: ReceiverConfig,
         view: watch::Receiver<Arc<ClusterView>>,
         head: &crate::sampling::HeadConfig,
-        telemetry: Arc<crate::telemetry::Telemetry>,
+        telemetry: Arc<weft_telemetry::Telemetry>,
     ) -> Result<Arc<Ingest>> {
         let head = crate::sampling::head::HeadSampler::new(head, telemetry.clone())
             .map_err(Error::Config)?;
@@ -230,7 +230,7 @@ impl Ingest {
     }
 
     /// This node's own metrics (served at `/metrics`).
-    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+    pub fn telemetry(&self) -> &Arc<weft_telemetry::Telemetry> {
         &self.inner.telemetry
     }
 

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use twox_hash::XxHash64;
 
 use crate::error::{Error, Result};
-use crate::wal::sync_dir;
+use weft_storage::wal::sync_dir;
 
 /// Size of the fixed header that starts every hint file.
 pub const HEADER_LEN: usize = 36;

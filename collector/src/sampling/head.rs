@@ -27,7 +27,7 @@ use weft_schemas::sampling::{self, OtelTraceState, Randomness, Threshold};
 
 use super::config::{HeadConfig, UpstreamDecision};
 use super::resource_service;
-use crate::telemetry::Telemetry;
+use weft_telemetry::Telemetry;
 
 const SPANS_METRIC: &str = "weft_head_sampling_spans_total";
 const SPANS_HELP: &str = "Spans seen by head sampling, by decision and by the rule that decided.";

@@ -42,8 +42,8 @@ use weft_schemas::sampling::{self, OtelTraceState, Randomness, Threshold};
 use super::HeldSpan;
 use super::config::{Eviction, TailConfig};
 use super::policy::PolicySet;
-use crate::telemetry::Telemetry;
 use crate::{Error, Result};
+use weft_telemetry::Telemetry;
 
 pub type TraceId = [u8; 16];
 

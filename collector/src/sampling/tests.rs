@@ -19,8 +19,8 @@ use weft_schemas::sampling::{Randomness, Threshold};
 
 use super::SamplingConfig;
 use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
-use crate::telemetry::Telemetry;
 use crate::{Collector, CollectorOptions, Format};
+use weft_telemetry::Telemetry;
 
 const SECOND: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * SECOND;

@@ -112,7 +112,7 @@ impl TraceIdFilter {
     /// (files written before filters existed, a crash while writing one), rebuilds it from
     /// the file's `trace_id` column and writes it again. An error means the Parquet file
     /// itself could not be read: the caller quarantines it.
-    pub fn load_or_rebuild(parquet_path: &Path) -> crate::Result<Self> {
+    pub fn load_or_rebuild(parquet_path: &Path) -> crate::error::Result<Self> {
         let sidecar = sidecar_path(parquet_path);
         if let Some(filter) = std::fs::read(&sidecar)
             .ok()
@@ -121,7 +121,7 @@ impl TraceIdFilter {
             return Ok(filter);
         }
         let filter = Self::from_parquet(parquet_path).map_err(|e| {
-            crate::Error::Storage(format!(
+            crate::error::Error::Storage(format!(
                 "cannot read {} to build its trace id filter: {e}",
                 parquet_path.display()
             ))

@@ -245,20 +245,23 @@ impl SegmentScan {
 /// what it finds damaged (see the module docs): torn tails are cut off, corrupt ranges are
 /// copied to `quarantine/` and removed, so appending after replay never follows bytes that
 /// were not validated.
-pub fn replay(dir: &Path, on_record: impl FnMut(WalRecord) -> Result<()>) -> Result<ReplayReport> {
+pub fn replay<E: From<Error>>(
+    dir: &Path,
+    on_record: impl FnMut(WalRecord) -> Result<(), E>,
+) -> Result<ReplayReport, E> {
     replay_with(dir, true, on_record)
 }
 
 /// The analysis of [`replay`] without changing any file (for `weft wal check`).
 pub fn check(dir: &Path) -> Result<ReplayReport> {
-    replay_with(dir, false, |_| Ok(()))
+    replay_with(dir, false, |_| Ok::<_, Error>(()))
 }
 
-fn replay_with(
+fn replay_with<E: From<Error>>(
     dir: &Path,
     repair: bool,
-    mut on_record: impl FnMut(WalRecord) -> Result<()>,
-) -> Result<ReplayReport> {
+    mut on_record: impl FnMut(WalRecord) -> Result<(), E>,
+) -> Result<ReplayReport, E> {
     if repair {
         fs::create_dir_all(dir)
             .map_err(|e| Error::Wal(format!("create {}: {e}", dir.display())))?;
@@ -325,12 +328,12 @@ fn replay_with(
 /// reading only the segments that can hold them and changing nothing (the writer may be
 /// appending to the newest segment meanwhile; records in the range are older and whole).
 /// Records lost to damage or to segment deletion are simply not there: the caller counts.
-pub fn read_range(
+pub fn read_range<E: From<Error>>(
     dir: &Path,
     first: u64,
     last: u64,
-    mut on_record: impl FnMut(WalRecord) -> Result<()>,
-) -> Result<()> {
+    mut on_record: impl FnMut(WalRecord) -> Result<(), E>,
+) -> Result<(), E> {
     let segments = list_segments(dir)?;
     for (index, segment) in segments.iter().enumerate() {
         if segment.first_seq > last {
@@ -348,7 +351,7 @@ pub fn read_range(
             // Deleted since it was listed: its records are gone.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                return Err(Error::Wal(format!("read {}: {e}", segment.path.display())));
+                return Err(Error::Wal(format!("read {}: {e}", segment.path.display())).into());
             }
         }
         let data = Bytes::from(data);
@@ -1002,7 +1005,7 @@ mod tests {
 
         // read_range gives exactly the records asked for that are still there.
         let mut seen = Vec::new();
-        read_range(dir.path(), 1, 17, |r| {
+        read_range(dir.path(), 1, 17, |r| -> Result<()> {
             seen.push((r.seq, r.payload[0]));
             Ok(())
         })
@@ -1039,7 +1042,7 @@ mod tests {
         assert!(wal.segment_count() > 2, "small segments must rotate");
 
         let mut replayed = Vec::new();
-        let next = replay(dir.path(), |r| {
+        let next = replay(dir.path(), |r| -> Result<()> {
             replayed.push((r.seq, r.payload[0]));
             Ok(())
         })
@@ -1053,7 +1056,7 @@ mod tests {
 
         wal.truncate_through(6).unwrap();
         let mut after = Vec::new();
-        replay(dir.path(), |r| {
+        replay(dir.path(), |r| -> Result<()> {
             after.push(r.seq);
             Ok(())
         })
@@ -1064,7 +1067,7 @@ mod tests {
 
     fn replay_all(dir: &Path) -> (Vec<(u64, Bytes)>, ReplayReport) {
         let mut got = Vec::new();
-        let report = replay(dir, |r| {
+        let report = replay(dir, |r| -> Result<()> {
             got.push((r.seq, r.payload));
             Ok(())
         })

@@ -37,9 +37,9 @@ use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
 
 use crate::error::{Error, Result};
 use crate::incidents::{IncidentKind, Incidents};
-use crate::telemetry::Telemetry;
 use crate::trace_index::{TraceIdFilter, sidecar_path};
 use crate::wal::sync_dir;
+use weft_telemetry::Telemetry;
 
 const MANIFEST_FILE: &str = "manifest.json";
 /// Where unreadable Parquet files go, under the data directory (same relative path).
@@ -82,11 +82,7 @@ pub struct WalRecords {
 /// store uses it to rebuild a quarantined file.
 pub trait RowSource: Send + Sync {
     /// `Err` says why the rows cannot be read (for the incident).
-    fn rows(
-        &self,
-        table: Table,
-        records: WalRecords,
-    ) -> std::result::Result<Vec<RecordBatch>, String>;
+    fn rows(&self, table: Table, records: WalRecords) -> Result<Vec<RecordBatch>>;
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -469,7 +465,7 @@ impl Store {
         };
         let mut batches = Vec::new();
         let mut rows = 0u64;
-        for batch in source.rows(table, records)? {
+        for batch in source.rows(table, records).map_err(|e| e.to_string())? {
             let in_hour = rows_in_hour(table, &batch, hour)?;
             rows += in_hour.num_rows() as u64;
             if in_hour.num_rows() > 0 {
@@ -1166,11 +1162,7 @@ mod tests {
     struct Records(Mutex<Vec<(u64, (Table, RecordBatch))>>);
 
     impl RowSource for Records {
-        fn rows(
-            &self,
-            table: Table,
-            records: WalRecords,
-        ) -> std::result::Result<Vec<RecordBatch>, String> {
+        fn rows(&self, table: Table, records: WalRecords) -> Result<Vec<RecordBatch>> {
             Ok(self
                 .0
                 .lock()
