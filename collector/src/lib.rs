@@ -30,13 +30,11 @@
 
 pub mod cluster;
 pub mod config;
-pub mod error;
 pub mod ingest;
-pub mod listen;
 pub mod metrics_limits;
-pub mod receiver;
 pub mod ring;
 pub mod sampling;
+pub mod sink;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,30 +48,15 @@ use tokio::sync::{Notify, Semaphore};
 use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
-pub use error::{Error, Result};
 use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
 use wal::{DamageKind, RecordKind, Wal};
+pub use weft_receiver::{Error, ExportOutcome, Format, Result, decode_metrics_body};
 use weft_storage::incidents::{IncidentKind, Incidents};
 pub use weft_storage::store::{FileMeta, FlushStats, Store, TableSnapshot};
 use weft_storage::{store, wal};
 use weft_telemetry::Telemetry;
-
-/// How a request body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Protobuf,
-    Json,
-}
-
-/// The answer to one export: what was kept and what was refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportOutcome {
-    pub accepted: u64,
-    pub rejected: u64,
-    pub rejection_message: Option<String>,
-}
 
 /// What a durable WAL record becomes: rows for the live buffers, or spans for tail sampling.
 enum Durable {
@@ -623,23 +606,6 @@ fn report_wal_damage(report: &wal::ReplayReport, telemetry: &Telemetry, incident
             }
         }
     }
-}
-
-/// A metrics export body as a request, plus the protobuf bytes to store or forward (the
-/// body itself when it is protobuf; JSON is re-encoded once).
-pub(crate) fn decode_metrics_body(
-    body: Bytes,
-    format: Format,
-) -> Result<(ExportMetricsServiceRequest, Bytes)> {
-    Ok(match format {
-        Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
-        Format::Json => {
-            let request = weft_schemas::otlp_json::decode_metrics(&body)
-                .map_err(|e| Error::InvalidJson(e.to_string()))?;
-            let payload = Bytes::from(request.encode_to_vec());
-            (request, payload)
-        }
-    })
 }
 
 fn record_table(kind: RecordKind) -> Table {

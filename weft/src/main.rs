@@ -338,7 +338,7 @@ fn wal_check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 fn run(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     init_logging();
     // Before any listener exists: their default connection caps derive from this limit.
-    match weft_collector::listen::raise_fd_limit() {
+    match weft_receiver::listen::raise_fd_limit() {
         Ok(limit) if limit.now > limit.before => tracing::info!(
             from = limit.before,
             to = limit.now,

@@ -91,7 +91,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_collector::receiver::http::router(collector.clone())
+    let http = weft_receiver::http::router(collector.clone())
         .merge(weft_collector::cluster::info::router(info.clone()))
         .merge(weft_collector::cluster::snapshot::router(collector.clone()))
         .merge(weft_telemetry::route(telemetry))
@@ -164,7 +164,7 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_collector::receiver::http::router(ingest.clone())
+    let http = weft_receiver::http::router(ingest.clone())
         .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "ingest",
@@ -255,11 +255,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 async fn serve(
-    listener: weft_collector::listen::Listener,
+    listener: weft_receiver::listen::Listener,
     router: Router,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    weft_collector::listen::serve_http(listener, router, stopped(stop)).await
+    weft_receiver::listen::serve_http(listener, router, stopped(stop)).await
 }
 
 /// The configured node id, or `<hostname>-<port>` of the node's main listener.

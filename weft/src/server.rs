@@ -8,7 +8,7 @@
 //!  :5433 pgwire ── Postgres protocol (psql) ──┘ (same read-only SQL path)
 //! ```
 //!
-//! Every listener goes through `weft_collector::listen` (header, body and idle timeouts,
+//! Every listener goes through `weft_receiver::listen` (header, body and idle timeouts,
 //! HTTP/2 limits, a connection cap that sheds the idle longest; see `[listen]`).
 
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_collector::listen::{Limits, Listener, serve_http};
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
+use weft_receiver::listen::{Limits, Listener, serve_http};
 use weft_telemetry::Telemetry;
 
 use crate::config::WeftConfig;
@@ -98,7 +98,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
 
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     // Own metrics on the OTLP/HTTP port: on the query port `/metrics` is the viewer's page.
-    let otlp_http = weft_collector::receiver::http::router(collector.clone())
+    let otlp_http = weft_receiver::http::router(collector.clone())
         .merge(weft_telemetry::route(telemetry))
         .merge(health_routes(health.clone()));
     let postgres =
@@ -156,12 +156,12 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
 /// `shutdown` resolves.
 /// Served like every HTTP listener ([`serve_http`]: timeouts, HTTP/2 limits, connection
 /// cap), so gRPC clients get the same protection as HTTP ones.
-pub(crate) fn otlp_grpc_server<S: weft_collector::receiver::OtlpSink>(
+pub(crate) fn otlp_grpc_server<S: weft_receiver::OtlpSink>(
     sink: Arc<S>,
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
-    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(sink);
+    let (traces, metrics, logs) = weft_receiver::grpc::services(sink);
     let routes = tonic::service::Routes::new(traces)
         .add_service(metrics)
         .add_service(logs);

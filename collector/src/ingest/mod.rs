@@ -58,11 +58,11 @@ pub use node::{NodeStatus, ReplayStatus, RoutingState};
 
 use crate::cluster::ClusterView;
 use crate::config::{IngestConfig, ReceiverConfig};
-use crate::receiver::OtlpSink;
 use crate::{Error, ExportOutcome, Format, Result};
 use node::{Delivery, Failure, Item, Node};
 use split::Route;
 use spool::{SignalKind, Spool};
+use weft_receiver::OtlpSink;
 
 /// How often membership and the spool are reconciled with the set of node workers even
 /// when the view did not change (e.g. to retire a removed node once its hints are gone).

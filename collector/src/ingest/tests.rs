@@ -26,8 +26,8 @@ use weft_schemas::Table;
 use super::*;
 use crate::cluster::{Member, MemberState};
 use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
-use crate::receiver::{grpc, http};
 use crate::{Collector, Error, Format};
+use weft_receiver::{grpc, http};
 
 const WAIT: Duration = Duration::from_secs(15);
 

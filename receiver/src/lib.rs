@@ -19,8 +19,11 @@
 //! than the whole budget: 413 / RESOURCE_EXHAUSTED; not enough budget left right now: 429 /
 //! UNAVAILABLE with a retry delay.
 
+pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,8 +32,11 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_schemas::shape::{self, Shape};
 
-use crate::config::ReceiverConfig;
-use crate::{Collector, Error, ExportOutcome, Format, Result};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
+
+pub use crate::config::ReceiverConfig;
+pub use crate::error::{Error, Result};
 
 /// What a body holds, for [`admit_decoded`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,136 +147,34 @@ pub trait OtlpSink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ExportOutcome>> + Send;
 }
 
-impl OtlpSink for Collector {
-    fn receiver_config(&self) -> &ReceiverConfig {
-        &self.config().receiver
-    }
-
-    fn inflight(&self) -> &Arc<Semaphore> {
-        Collector::inflight(self)
-    }
-
-    fn export_traces(
-        &self,
-        body: Bytes,
-        format: Format,
-    ) -> impl Future<Output = Result<ExportOutcome>> + Send {
-        Collector::export_traces(self, body, format)
-    }
-
-    fn export_metrics(
-        &self,
-        body: Bytes,
-        format: Format,
-    ) -> impl Future<Output = Result<ExportOutcome>> + Send {
-        Collector::export_metrics(self, body, format)
-    }
-
-    fn export_prometheus(
-        &self,
-        snappy_body: Bytes,
-    ) -> impl Future<Output = Result<ExportOutcome>> + Send {
-        Collector::export_prometheus(self, snappy_body)
-    }
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
 }
 
-#[cfg(test)]
-mod tests {
-    use prost::Message as _;
-    use weft_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+/// The answer to one export: what was kept and what was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub rejection_message: Option<String>,
+}
 
-    use super::*;
-    use crate::CollectorConfig;
-
-    fn collector(dir: &std::path::Path) -> Arc<Collector> {
-        Collector::open(CollectorConfig {
-            data_dir: dir.to_path_buf(),
-            ..CollectorConfig::default()
-        })
-        .unwrap()
-    }
-
-    fn permit(c: &Collector) -> OwnedSemaphorePermit {
-        c.inflight().clone().try_acquire_many_owned(1).unwrap()
-    }
-
-    #[tokio::test]
-    async fn decode_bombs_are_refused_before_decoding() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = collector(dir.path());
-        let budget = c.inflight().available_permits();
-
-        // 600k empty spans: over max_items_per_request.
-        let spans: Vec<u8> = std::iter::repeat_n([0x12u8, 0x00], 600_000)
-            .flatten()
-            .collect();
-        let mut scope = vec![0x12];
-        prost::encoding::encode_varint(spans.len() as u64, &mut scope);
-        scope.extend(spans);
-        let mut body = vec![0x0a];
-        prost::encoding::encode_varint(scope.len() as u64, &mut body);
-        body.extend(scope);
-        let mut p = permit(&c);
-        let body = Bytes::from(body);
-        let err = admit_decoded(&*c, &body, BodyKind::Traces(Format::Protobuf), &mut p)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::TooManyItems { items: 600_000, .. }),
-            "{err}"
-        );
-        assert_eq!(err.http_status(), ::http::StatusCode::PAYLOAD_TOO_LARGE);
-
-        // Remote write: one series with 1 MB of labels and 50k samples becomes 50 GB once
-        // the labels are copied onto every sample.
-        let req = WriteRequest {
-            timeseries: vec![TimeSeries {
-                labels: (0..10_000)
-                    .map(|i| Label {
-                        name: format!("l{i}"),
-                        value: "v".repeat(100),
-                    })
-                    .collect(),
-                samples: vec![Sample::default(); 50_000],
-                ..Default::default()
-            }],
-            metadata: Vec::new(),
-        };
-        let err = admit_decoded(
-            &*c,
-            &Bytes::from(req.encode_to_vec()),
-            BodyKind::RemoteWrite,
-            &mut p,
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(err, Error::DecodesTooLarge { .. }), "{err}");
-        assert_eq!(err.to_grpc_status().code(), tonic::Code::ResourceExhausted);
-
-        // Truncated protobuf: 400 before decoding.
-        let err = admit_decoded(
-            &*c,
-            &body.slice(..body.len() - 1),
-            BodyKind::Traces(Format::Protobuf),
-            &mut p,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.http_status(), ::http::StatusCode::BAD_REQUEST, "{err}");
-
-        // Nothing was charged by the refusals; a normal request is charged its decoded size.
-        assert_eq!(c.inflight().available_permits(), budget - 1);
-        let shape = admit_decoded(
-            &*c,
-            &Bytes::from_static(b"{}"),
-            BodyKind::Traces(Format::Json),
-            &mut p,
-        )
-        .await
-        .unwrap();
-        assert_eq!(shape.items(), 0);
-        assert!(c.inflight().available_permits() < budget - 1);
-        drop(p);
-        assert_eq!(c.inflight().available_permits(), budget);
-    }
+/// A metrics export body as a request, plus the protobuf bytes to store or forward (the
+/// body itself when it is protobuf; JSON is re-encoded once).
+pub fn decode_metrics_body(
+    body: Bytes,
+    format: Format,
+) -> Result<(ExportMetricsServiceRequest, Bytes)> {
+    Ok(match format {
+        Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
+        Format::Json => {
+            let request = weft_schemas::otlp_json::decode_metrics(&body)
+                .map_err(|e| Error::InvalidJson(e.to_string()))?;
+            let payload = Bytes::from(request.encode_to_vec());
+            (request, payload)
+        }
+    })
 }

@@ -40,7 +40,7 @@ use crate::{Error, ExportOutcome, Format};
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-/// The OTLP/HTTP routes, delivering to `sink` (a [`crate::Collector`] or an ingest node).
+/// The OTLP/HTTP routes, delivering to `sink` (a collector or an ingest node).
 pub fn router<K: OtlpSink>(sink: Arc<K>) -> Router {
     Router::new()
         .route("/v1/traces", post(traces::<K>))

@@ -37,7 +37,7 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
 use super::{BodyKind, OtlpSink};
-use crate::{Collector, Error, ExportOutcome, Format};
+use crate::{Error, ExportOutcome, Format};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
@@ -142,8 +142,8 @@ fn partial(outcome: &ExportOutcome) -> Option<(i64, String)> {
     })
 }
 
-/// A tonic service for one OTLP signal, delivering to a `K` (a [`Collector`] unless said).
-pub struct OtlpService<S, K = Collector> {
+/// A tonic service for one OTLP signal, delivering to a `K` (a collector or an ingest node).
+pub struct OtlpService<S, K> {
     sink: Arc<K>,
     signal: PhantomData<fn() -> S>,
 }

@@ -1,4 +1,4 @@
-//! The collector's one error type and its single mapping to HTTP and gRPC statuses.
+//! The receivers' one error type and its single mapping to HTTP and gRPC statuses.
 //!
 //! OTLP clients decide whether to retry from the status alone, so this mapping is the
 //! contract: back-pressure and transient failures are retryable (HTTP 429/503 with
@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use prost::Message as _;
 
-/// Every way the collector can refuse or fail a request.
+/// Every way a sink (collector or ingest node) can refuse or fail a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid protobuf body: {0}")]
