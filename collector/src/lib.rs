@@ -31,9 +31,9 @@
 pub mod cluster;
 pub mod config;
 pub mod ingest;
-pub mod metrics_limits;
 pub mod ring;
-pub mod sampling;
+#[cfg(test)]
+mod sampling_tests;
 pub mod sink;
 
 use std::sync::Arc;
@@ -48,11 +48,11 @@ use tokio::sync::{Notify, Semaphore};
 use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
-use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
 use wal::{DamageKind, RecordKind, Wal};
 pub use weft_receiver::{Error, ExportOutcome, Format, Result, decode_metrics_body};
+use weft_sampling::{self as sampling, SamplingConfig, metrics_limits};
 use weft_storage::incidents::{IncidentKind, Incidents};
 pub use weft_storage::store::{FileMeta, FlushStats, Store, TableSnapshot};
 use weft_storage::{store, wal};
@@ -177,7 +177,7 @@ impl Collector {
                     return Ok(());
                 }
                 RecordKind::TailDecision => {
-                    let (decided, _) = tail::decode_decision(&record.payload)?;
+                    let (decided, _) = decode_decision(&record.payload)?;
                     held.decided(&decided);
                 }
                 _ => {}
@@ -644,15 +644,23 @@ impl store::RowSource for WalRows {
     }
 }
 
+/// A tail-decision WAL record; damage is a storage failure (as any unreadable WAL record).
+fn decode_decision(
+    payload: &Bytes,
+) -> Result<(
+    Vec<(weft_sampling::tail::TraceId, weft_sampling::tail::Decision)>,
+    ExportTraceServiceRequest,
+)> {
+    tail::decode_decision(payload).map_err(|e| Error::Storage(e.to_string()))
+}
+
 /// Decodes a WAL record again; conversion is deterministic, so the same rows come back.
 fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
     Ok(match kind {
         RecordKind::OtlpTraces | RecordKind::OtlpTracesHeld => {
             weft_schemas::spans::from_otlp(&ExportTraceServiceRequest::decode(payload.clone())?)
         }
-        RecordKind::TailDecision => {
-            weft_schemas::spans::from_otlp(&tail::decode_decision(payload)?.1)
-        }
+        RecordKind::TailDecision => weft_schemas::spans::from_otlp(&decode_decision(payload)?.1),
         RecordKind::OtlpMetrics => {
             weft_schemas::metrics::from_otlp(&ExportMetricsServiceRequest::decode(payload.clone())?)
         }

@@ -79,9 +79,9 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int8Type, Int64Type};
 use bytes::Bytes;
 use weft_collector::config::{SyncPolicy, WalConfig};
-use weft_collector::sampling::policy::{NamedPolicy, PolicyConfig, default_policies};
-use weft_collector::sampling::{HeadConfig, SamplingConfig, TailConfig};
 use weft_collector::{Collector, CollectorConfig, CollectorOptions, Format};
+use weft_sampling::policy::{NamedPolicy, PolicyConfig, default_policies};
+use weft_sampling::{HeadConfig, SamplingConfig, TailConfig};
 use weft_schemas::sampling::{Randomness, Threshold};
 use weft_telemetry::Telemetry;
 

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use weft_collector::CollectorConfig;
 use weft_collector::cluster::ClusterConfig;
 use weft_collector::config::IngestConfig;
-use weft_collector::sampling::SamplingConfig;
 use weft_query::QueryConfig;
+use weft_sampling::SamplingConfig;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "WEFT_";

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use weft_collector::sampling::SamplingConfig;
+use weft_sampling::SamplingConfig;
 use weft_telemetry::Telemetry;
 
 use crate::config::{ConfigSource, WeftConfig};

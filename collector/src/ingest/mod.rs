@@ -97,7 +97,7 @@ pub(crate) struct Inner {
     requests: AtomicU64,
     refused: AtomicU64,
     /// Consistent head sampling before the split (`sampling.head`).
-    head: crate::sampling::head::HeadSampler,
+    head: weft_sampling::head::HeadSampler,
     telemetry: Arc<weft_telemetry::Telemetry>,
 }
 
@@ -149,7 +149,7 @@ impl Ingest {
             config,
             receiver,
             view,
-            &crate::sampling::HeadConfig::default(),
+            &weft_sampling::HeadConfig::default(),
             weft_telemetry::Telemetry::new(),
         )
     }
@@ -159,10 +159,10 @@ impl Ingest {
         mut config: IngestConfig,
         receiver: ReceiverConfig,
         view: watch::Receiver<Arc<ClusterView>>,
-        head: &crate::sampling::HeadConfig,
+        head: &weft_sampling::HeadConfig,
         telemetry: Arc<weft_telemetry::Telemetry>,
     ) -> Result<Arc<Ingest>> {
-        let head = crate::sampling::head::HeadSampler::new(head, telemetry.clone())
+        let head = weft_sampling::head::HeadSampler::new(head, telemetry.clone())
             .map_err(Error::Config)?;
         // A batch must fit what a collector accepts in one request.
         config.batch_max_bytes = config
@@ -221,7 +221,7 @@ impl Ingest {
     }
 
     /// Applies a new `[sampling]` section (head sampling is what an ingest node does).
-    pub fn reload_sampling(&self, sampling: &crate::sampling::SamplingConfig) -> Result<()> {
+    pub fn reload_sampling(&self, sampling: &weft_sampling::SamplingConfig) -> Result<()> {
         sampling.validate().map_err(Error::Config)?;
         self.inner
             .head

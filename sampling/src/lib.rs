@@ -21,17 +21,18 @@
 //! given what the deterministic policies saw.
 
 pub mod config;
+pub mod error;
 pub mod head;
+pub mod metrics_limits;
 pub mod policy;
 pub mod tail;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 pub use config::{HeadConfig, SamplingConfig, TailConfig};
+pub use error::Error;
 
 /// Service name used when a resource has none (as the schema's `service_name` column).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";

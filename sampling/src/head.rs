@@ -304,7 +304,7 @@ fn compile(config: &HeadConfig) -> Result<Rules, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::config::ServiceHeadConfig;
+    use crate::config::ServiceHeadConfig;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};

@@ -3082,7 +3082,7 @@ mod tests {
             "{}",
             err(c.clone())
         );
-        let sampling = crate::sampling::SamplingConfig {
+        let sampling = crate::SamplingConfig {
             metrics: c,
             ..Default::default()
         };

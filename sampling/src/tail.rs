@@ -42,7 +42,7 @@ use weft_schemas::sampling::{self, OtelTraceState, Randomness, Threshold};
 use super::HeldSpan;
 use super::config::{Eviction, TailConfig};
 use super::policy::PolicySet;
-use crate::{Error, Result};
+use crate::Error;
 use weft_telemetry::Telemetry;
 
 pub type TraceId = [u8; 16];
@@ -152,10 +152,7 @@ pub struct TailSampler {
 }
 
 impl TailSampler {
-    pub fn new(
-        config: &TailConfig,
-        telemetry: Arc<Telemetry>,
-    ) -> std::result::Result<Self, String> {
+    pub fn new(config: &TailConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
         Ok(Self {
             runtime: RwLock::new(Arc::new(compile(config)?)),
             state: Mutex::new(State::default()),
@@ -165,7 +162,7 @@ impl TailSampler {
     }
 
     /// Replaces the configuration (policies' rate-limit state starts afresh).
-    pub fn reload(&self, config: &TailConfig) -> std::result::Result<(), String> {
+    pub fn reload(&self, config: &TailConfig) -> Result<(), String> {
         let runtime = compile(config)?;
         *self.runtime.write() = Arc::new(runtime);
         self.wake.notify_one();
@@ -463,7 +460,7 @@ impl TailSampler {
     }
 }
 
-fn compile(config: &TailConfig) -> std::result::Result<Runtime, String> {
+fn compile(config: &TailConfig) -> Result<Runtime, String> {
     super::SamplingConfig {
         tail: config.clone(),
         ..Default::default()
@@ -652,8 +649,8 @@ fn encode_decision(decided: &[(TraceId, Decision)], kept: &ExportTraceServiceReq
 /// A decision record: the decided traces and the kept spans.
 pub fn decode_decision(
     payload: &Bytes,
-) -> Result<(Vec<(TraceId, Decision)>, ExportTraceServiceRequest)> {
-    let bad = |what: &str| Error::Storage(format!("tail decision record: {what}"));
+) -> Result<(Vec<(TraceId, Decision)>, ExportTraceServiceRequest), Error> {
+    let bad = Error::DecisionRecord;
     if payload.len() < 8 || &payload[..4] != DECISION_MAGIC {
         return Err(bad("bad header"));
     }

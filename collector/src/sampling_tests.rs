@@ -17,9 +17,9 @@ use prost::Message as _;
 use weft_schemas::Table;
 use weft_schemas::sampling::{Randomness, Threshold};
 
-use super::SamplingConfig;
 use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
 use crate::{Collector, CollectorOptions, Format};
+use weft_sampling::SamplingConfig;
 use weft_telemetry::Telemetry;
 
 const SECOND: u64 = 1_000_000_000;
