@@ -28,13 +28,12 @@
 //! with deadlines, retries, circuit breakers, bounded queues and a durable hand-off spool).
 //! The receivers serve any [`receiver::OtlpSink`]: a `Collector` or an `Ingest`.
 
-pub mod cluster;
 pub mod config;
 pub mod ingest;
-pub mod ring;
 #[cfg(test)]
 mod sampling_tests;
 pub mod sink;
+pub mod snapshot_server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -58,8 +58,8 @@ use std::time::{Duration, SystemTime};
 use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use weft_collector::cluster::snapshot::{self, Snapshot, SnapshotRequest};
-use weft_collector::cluster::{ClusterView, Member, NODES_DIR};
+use weft_cluster::snapshot::{self, Snapshot, SnapshotRequest};
+use weft_cluster::{ClusterView, Member, NODES_DIR};
 use weft_schemas::Table;
 use weft_storage::FileMeta;
 use weft_storage::trace_index::TraceIdFilter;
@@ -284,7 +284,7 @@ impl ClusterSource {
     }
 
     fn node_dir(&self, node_id: &str) -> PathBuf {
-        weft_collector::cluster::node_data_dir(&self.storage_root, node_id)
+        weft_cluster::node_data_dir(&self.storage_root, node_id)
     }
 
     /// One collector's snapshot, within the deadline.

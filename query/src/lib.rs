@@ -76,8 +76,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
-use weft_collector::Collector;
 use weft_schemas::Table;
+use weft_storage::Store;
 
 pub use bulkhead::Bulkhead;
 pub use cluster::ClusterSource;
@@ -99,8 +99,8 @@ pub struct SqlResult {
 /// Where a query service's tables come from.
 #[derive(Debug, Clone)]
 pub enum DataSource {
-    /// `weft up`: the collector of this process (files and live rows in memory).
-    Local(Arc<Collector>),
+    /// `weft up`: the store of this process's collector (files and live rows in memory).
+    Local(Arc<Store>),
     /// `weft query`: the collectors of a cluster and their directories on shared storage.
     Cluster(Arc<ClusterSource>),
 }
@@ -124,9 +124,9 @@ impl std::fmt::Debug for QueryService {
 }
 
 impl QueryService {
-    /// One node (`weft up`): tables over `collector`'s files and live rows.
-    pub fn new(collector: Arc<Collector>, config: QueryConfig) -> Result<Self> {
-        Self::with_source(DataSource::Local(collector), config)
+    /// One node (`weft up`): tables over the collector's `store` (files and live rows).
+    pub fn new(store: Arc<Store>, config: QueryConfig) -> Result<Self> {
+        Self::with_source(DataSource::Local(store), config)
     }
 
     /// A cluster (`weft query`): tables over every collector of `source`, copies removed.
@@ -189,9 +189,9 @@ impl QueryService {
         let request = warnings::RequestState::current_or_detached();
         for table in Table::ALL {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {
-                DataSource::Local(collector) => Arc::new(provider::WeftTable::with_request(
+                DataSource::Local(store) => Arc::new(provider::WeftTable::with_request(
                     table,
-                    collector.clone(),
+                    store.clone(),
                     request.clone(),
                 )),
                 DataSource::Cluster(source) => Arc::new(cluster::ClusterTable::new(
@@ -501,12 +501,12 @@ mod tests {
     #[tokio::test]
     async fn explain_and_explain_analyze_run_through_the_sql_path() {
         let dir = tempfile::tempdir().unwrap();
-        let collector = Collector::open(weft_collector::CollectorConfig {
+        let collector = weft_collector::Collector::open(weft_collector::CollectorConfig {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         })
         .unwrap();
-        let service = QueryService::new(collector, QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         for sql in [
             "EXPLAIN SELECT count(*) FROM spans",
             "EXPLAIN ANALYZE SELECT count(*) FROM spans",

@@ -989,7 +989,7 @@ async fn run(label: &str, policies: Vec<NamedPolicy>, baseline: f64) {
     collector.flush_all().await.unwrap();
     let decided_at = started.elapsed();
 
-    let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+    let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
     let stored = stored_spans(&service).await;
     let (report, sql) = answers(&service).await;
     let queried = started.elapsed();

@@ -591,6 +591,11 @@ impl Store {
         &self.data_dir
     }
 
+    /// Where this store records damage (queries warn about unacknowledged incidents).
+    pub fn incidents(&self) -> &Arc<Incidents> {
+        &self.incidents
+    }
+
     /// Highest WAL sequence number applied to the live buffers.
     pub fn durable_seq(&self) -> u64 {
         self.state.lock().durable_seq

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+use weft_cluster::ClusterConfig;
 use weft_collector::CollectorConfig;
-use weft_collector::cluster::ClusterConfig;
 use weft_collector::config::IngestConfig;
 use weft_query::QueryConfig;
 use weft_sampling::SamplingConfig;

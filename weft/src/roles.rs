@@ -21,9 +21,9 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::sync::watch;
-use weft_collector::cluster::info::NodeInfoHandle;
-use weft_collector::cluster::membership::{Membership, Role};
-use weft_collector::cluster::{NodeInfo, node_data_dir};
+use weft_cluster::info::NodeInfoHandle;
+use weft_cluster::membership::{Membership, Role};
+use weft_cluster::{NodeInfo, node_data_dir};
 use weft_collector::ingest::Ingest;
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
@@ -92,8 +92,8 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     let http = weft_receiver::http::router(collector.clone())
-        .merge(weft_collector::cluster::info::router(info.clone()))
-        .merge(weft_collector::cluster::snapshot::router(collector.clone()))
+        .merge(weft_cluster::info::router(info.clone()))
+        .merge(weft_collector::snapshot_server::router(collector.clone()))
         .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "collector",

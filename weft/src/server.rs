@@ -75,7 +75,10 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             .reload_sampling(sampling)
             .map_err(|e| e.to_string())
     });
-    let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
+    let query = Arc::new(QueryService::new(
+        collector.store().clone(),
+        config.query.clone(),
+    )?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
     let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());

@@ -24,7 +24,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
 use super::spool::SignalKind;
-use crate::cluster::Member;
+use weft_cluster::Member;
 
 /// Why a call did not succeed.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@
 //! full queue or spool refuses the whole request (503 / UNAVAILABLE + retry); parts that
 //! were queued already may still be delivered, and duplicates are removed at query time.
 //!
-//! Membership comes from [`crate::cluster::membership`] as a `watch::Receiver<Arc<ClusterView>>`. New members get a
+//! Membership comes from [`weft_cluster::membership`] as a `watch::Receiver<Arc<ClusterView>>`. New members get a
 //! worker; a member that leaves has its queue spooled and its hints re-routed, then its
 //! worker ends. Spooled hints survive restarts and are replayed by the next process.
 
@@ -56,12 +56,12 @@ use tokio::task::JoinHandle;
 pub use breaker::CircuitState;
 pub use node::{NodeStatus, ReplayStatus, RoutingState};
 
-use crate::cluster::ClusterView;
 use crate::config::{IngestConfig, ReceiverConfig};
 use crate::{Error, ExportOutcome, Format, Result};
 use node::{Delivery, Failure, Item, Node};
 use split::Route;
 use spool::{SignalKind, Spool};
+use weft_cluster::ClusterView;
 use weft_receiver::OtlpSink;
 
 /// How often membership and the spool are reconciled with the set of node workers even

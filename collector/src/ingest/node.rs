@@ -41,7 +41,7 @@ use super::breaker::{CircuitBreaker, CircuitState};
 use super::forward::{CallError, NodeClient, backoff};
 use super::spool::{Hint, SignalKind};
 use crate::Error;
-use crate::cluster::MemberState;
+use weft_cluster::MemberState;
 
 /// How often a node's replay looks at its spool even when nothing woke it.
 const REPLAY_TICK: Duration = Duration::from_millis(200);
@@ -331,7 +331,7 @@ impl Node {
         }
     }
 
-    fn client(&self, inner: &Inner, member: &crate::cluster::Member) -> Result<NodeClient, String> {
+    fn client(&self, inner: &Inner, member: &weft_cluster::Member) -> Result<NodeClient, String> {
         let mut cached = self.client.lock();
         if let Some(client) = cached.as_ref().filter(|c| c.matches(member)) {
             return Ok(client.clone());

@@ -27,8 +27,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message as _;
 use weft_schemas::spans::{MAX_REPEATED_ENTRIES, TOO_MANY_REPEATED, validate_span};
 
-use crate::cluster::ClusterView;
-use crate::ring::trace_position;
+use weft_cluster::ClusterView;
+use weft_cluster::ring::trace_position;
 
 /// Where one part of a request goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -249,7 +249,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 
     use super::*;
-    use crate::cluster::{Member, MemberState};
+    use weft_cluster::{Member, MemberState};
 
     fn view(states: &[(&str, MemberState)]) -> ClusterView {
         let members = states

@@ -24,9 +24,9 @@ use tokio::task::JoinHandle;
 use weft_schemas::Table;
 
 use super::*;
-use crate::cluster::{Member, MemberState};
 use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
 use crate::{Collector, Error, Format};
+use weft_cluster::{Member, MemberState};
 use weft_receiver::{grpc, http};
 
 const WAIT: Duration = Duration::from_secs(15);

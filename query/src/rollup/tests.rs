@@ -50,7 +50,7 @@ fn open(dir: &Path) -> Arc<Collector> {
 fn service(collector: &Arc<Collector>, enabled: bool) -> QueryService {
     let mut config = QueryConfig::default();
     config.rollups.enabled = enabled;
-    QueryService::new(collector.clone(), config).unwrap()
+    QueryService::new(collector.store().clone(), config).unwrap()
 }
 
 /// xorshift: the same data every run.
@@ -708,7 +708,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Nothing is closed an hour after the data ends... with a day's delay.
     let mut waiting = QueryConfig::default();
     waiting.rollups.delay_secs = 86_400;
-    let waiting = QueryService::new(collector.clone(), waiting).unwrap();
+    let waiting = QueryService::new(collector.store().clone(), waiting).unwrap();
     let stats = run_rollups(&waiting, now()).await.unwrap();
     assert_eq!((stats.closed_hours, stats.hours_written), (0, 0));
     assert!(!dir.path().join("rollups").exists());
@@ -746,7 +746,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Another query node (or a lost file) computes the same bytes.
     let hour_file = dir.path().join(named("rollups/v1/1h/2023-11-14/23-"));
     std::fs::remove_file(&hour_file).unwrap();
-    let other = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+    let other = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
     let third = run_rollups(&other, now()).await.unwrap();
     assert_eq!(third.hours_written, 1);
     assert_eq!(rollup_files(dir.path()), files);
@@ -808,7 +808,7 @@ async fn disabled_rollups_write_nothing_and_sql_sees_empty_tables() {
     let service = service(&collector, false);
     let stats = run_rollups(&service, now()).await.unwrap();
     assert_eq!(stats.hours_written, 5, "run_rollups itself always runs");
-    let off = QueryService::new(collector.clone(), {
+    let off = QueryService::new(collector.store().clone(), {
         let mut c = QueryConfig::default();
         c.rollups.enabled = false;
         c
@@ -831,7 +831,7 @@ mod cluster {
     use std::net::SocketAddr;
 
     use tokio::sync::watch;
-    use weft_collector::cluster::{ClusterView, Member, MemberState, node_data_dir, snapshot};
+    use weft_cluster::{ClusterView, Member, MemberState, node_data_dir};
 
     use super::*;
     use crate::ClusterSource;
@@ -840,7 +840,7 @@ mod cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            axum::serve(listener, snapshot::router(collector))
+            axum::serve(listener, weft_collector::snapshot_server::router(collector))
                 .await
                 .unwrap();
         });

@@ -1,11 +1,11 @@
-//! `GET /internal/v1/snapshot`: one collector node's view of a table for the query service of
+//! The wire format of `GET /internal/v1/snapshot` (served by the collector crate): one collector node's view of a table for the query service of
 //! a cluster — its committed files and the rows it has not flushed yet, from one consistent
-//! [`Collector::snapshot`] (so a row is in exactly one of the two).
+//! `Store::snapshot` (so a row is in exactly one of the two).
 //!
 //! ```text
 //!  weft query ── GET /internal/v1/snapshot?table=spans&trace_id=…&min_time_ns=…&max_time_ns=…
 //!      │                          │
-//!      │                          ▼ Collector::snapshot(table): files + live rows, one lock
+//!      │                          ▼ Store::snapshot(table): files + live rows, one lock
 //!      │              files: drop those whose time range or trace-id filter cannot match
 //!      │              live rows: keep only matching rows (trace id, time range)
 //!      ▼                          │
@@ -36,26 +36,19 @@
 
 use std::collections::HashSet;
 use std::io::Cursor;
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use weft_schemas::{Table, columns};
 
-use crate::Collector;
-use weft_storage::store::FileMeta;
+use weft_storage::store::{FileMeta, TableSnapshot};
 
 /// Path of the snapshot endpoint on a collector's internal HTTP listener.
 pub const PATH: &str = "/internal/v1/snapshot";
@@ -66,13 +59,6 @@ pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 4] = b"WSNP";
 /// Longest header accepted by [`decode`]: a manifest of ~100k files.
 const MAX_HEADER_BYTES: usize = 64 << 20;
-
-/// The snapshot endpoint of `collector`, to merge into the node's internal HTTP router.
-pub fn router(collector: Arc<Collector>) -> Router {
-    Router::new()
-        .route(PATH, get(snapshot))
-        .with_state(collector)
-}
 
 /// What a query asks one node for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,22 +212,9 @@ pub struct Snapshot {
     pub live: Vec<RecordBatch>,
 }
 
-async fn snapshot(State(collector): State<Arc<Collector>>, RawQuery(query): RawQuery) -> Response {
-    let request = match SnapshotRequest::parse(query.as_deref().unwrap_or("")) {
-        Ok(request) => request,
-        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
-    };
-    match answer(&collector, &request) {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
-        Err(reason) => {
-            tracing::error!(error = %reason, "snapshot failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response()
-        }
-    }
-}
-
-fn answer(collector: &Collector, request: &SnapshotRequest) -> Result<Body, String> {
-    let snapshot = collector.snapshot(request.table);
+/// The answer body for `request` from one consistent snapshot of the node's table: the
+/// header, then the live rows as an Arrow IPC stream, produced batch by batch.
+pub fn encode(snapshot: &TableSnapshot, request: &SnapshotRequest) -> Result<Body, String> {
     let files: Vec<FileMeta> = snapshot
         .files
         .iter()
@@ -384,26 +357,6 @@ fn hex_decode(text: &str) -> Option<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
-
-    fn spans(trace_ids: &[&str], start_ns: i64) -> Bytes {
-        let spans: Vec<String> = trace_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                format!(
-                    r#"{{"traceId":"{id}","spanId":"{:016x}","name":"op","startTimeUnixNano":"{}","endTimeUnixNano":"{}"}}"#,
-                    i + 1,
-                    start_ns,
-                    start_ns + 1000
-                )
-            })
-            .collect();
-        Bytes::from(format!(
-            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
-            spans.join(",")
-        ))
-    }
 
     #[test]
     fn requests_round_trip_and_bad_ones_are_refused() {
@@ -431,87 +384,5 @@ mod tests {
         ] {
             assert!(SnapshotRequest::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn answers_carry_files_and_matching_live_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let collector = Collector::open(CollectorConfig {
-            data_dir: dir.path().to_path_buf(),
-            wal: WalConfig {
-                sync: SyncPolicy::Os,
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap();
-        let a = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        let b = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-        collector
-            .export_traces(
-                spans(&[a, b], 1_700_000_000_000_000_000),
-                crate::Format::Json,
-            )
-            .await
-            .unwrap();
-        collector.flush_all().await.unwrap();
-        collector
-            .export_traces(
-                spans(&[a, b, b], 1_700_000_100_000_000_000),
-                crate::Format::Json,
-            )
-            .await
-            .unwrap();
-
-        let fetch = |request: SnapshotRequest| {
-            let collector = collector.clone();
-            async move {
-                let body = answer(&collector, &request).unwrap();
-                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-                decode(request.table, &bytes).unwrap()
-            }
-        };
-        let all = fetch(SnapshotRequest::all(Table::Spans)).await;
-        assert_eq!(all.header.files.len(), 1);
-        assert_eq!(all.header.files[0].rows, 2);
-        assert!(dir.path().join(&all.header.files[0].path).exists());
-        assert_eq!(all.header.live_rows, 3);
-
-        let mut only_a = SnapshotRequest::all(Table::Spans);
-        only_a.trace_ids.push([0xaa; 16]);
-        let answer_a = fetch(only_a.clone()).await;
-        assert_eq!(answer_a.header.live_rows, 1);
-        assert_eq!(answer_a.header.files.len(), 1);
-        only_a.trace_ids = vec![[0xcc; 16]];
-        let none = fetch(only_a).await;
-        assert_eq!(none.header.live_rows, 0);
-        assert!(
-            none.header.files.is_empty(),
-            "the trace id filter rules it out"
-        );
-
-        let mut recent = SnapshotRequest::all(Table::Spans);
-        recent.min_time_ns = Some(1_700_000_050_000_000_000);
-        let answer_recent = fetch(recent).await;
-        assert!(answer_recent.header.files.is_empty());
-        assert_eq!(answer_recent.header.live_rows, 3);
-
-        assert!(decode(Table::Metrics, b"nope").is_err());
-        let body = answer(&collector, &SnapshotRequest::all(Table::Spans)).unwrap();
-        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        assert!(decode(Table::Metrics, &bytes).is_err(), "wrong table");
-        assert!(decode(Table::Spans, &bytes[..bytes.len() - 9]).is_err());
-
-        // The manifest reader sees the same committed files, read-only.
-        let committed = weft_storage::store::read_committed_files(dir.path()).unwrap();
-        assert_eq!(committed[&Table::Spans].len(), 1);
-        assert_eq!(committed[&Table::Spans][0].path, all.header.files[0].path);
-        assert!(committed[&Table::Metrics].is_empty());
-        let empty = tempfile::tempdir().unwrap();
-        assert!(
-            weft_storage::store::read_committed_files(empty.path())
-                .unwrap()
-                .is_empty()
-        );
     }
 }

@@ -16,8 +16,10 @@
 //! A node leaves the ring only when membership drops it (removed from the static list or
 //! DNS, or declared dead and forgotten by gossip).
 
+pub mod error;
 pub mod info;
 pub mod membership;
+pub mod ring;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ring::{DEFAULT_VNODES, HashRing};
+pub use error::{Error, Result};
 
 /// Directory under the shared storage root holding one sub-directory per collector node.
 pub const NODES_DIR: &str = "nodes";

@@ -331,7 +331,7 @@ fn span(role: Role) -> tracing::Span {
 }
 
 fn setup_error(message: impl Into<String>) -> Error {
-    Error::Storage(format!("membership: {}", message.into()))
+    Error::Membership(message.into())
 }
 
 /// How long `shutdown` lets the `leaving` key spread before gossip stops.
@@ -951,8 +951,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::cluster::MembershipConfig;
-    use crate::cluster::info;
+    use crate::MembershipConfig;
+    use crate::info;
 
     /// Generous: the machine running tests is shared and slow. Nothing waits this long
     /// unless something is broken.
