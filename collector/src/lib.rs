@@ -29,7 +29,6 @@
 //! The receivers serve any [`receiver::OtlpSink`]: a `Collector` or an `Ingest`.
 
 pub mod config;
-pub mod ingest;
 #[cfg(test)]
 mod sampling_tests;
 pub mod sink;

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use weft_cluster::ClusterConfig;
 use weft_collector::CollectorConfig;
-use weft_collector::config::IngestConfig;
+use weft_ingest::IngestConfig;
 use weft_query::QueryConfig;
 use weft_sampling::SamplingConfig;
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use weft_cluster::membership::Membership;
 use weft_cluster::{ClusterView, MemberState};
-use weft_collector::ingest::Ingest;
+use weft_ingest::Ingest;
 
 /// What a node knows about the cluster, for the operator view.
 #[derive(Clone)]

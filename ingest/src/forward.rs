@@ -259,7 +259,7 @@ impl Decoder for RawDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use weft_receiver::Error;
 
     #[test]
     fn backoff_is_jittered_below_its_cap() {

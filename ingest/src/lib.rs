@@ -33,6 +33,7 @@
 //! worker ends. Spooled hints survive restarts and are replayed by the next process.
 
 pub mod breaker;
+pub mod config;
 pub mod spool;
 
 mod forward;
@@ -56,13 +57,13 @@ use tokio::task::JoinHandle;
 pub use breaker::CircuitState;
 pub use node::{NodeStatus, ReplayStatus, RoutingState};
 
-use crate::config::{IngestConfig, ReceiverConfig};
-use crate::{Error, ExportOutcome, Format, Result};
+pub use crate::config::IngestConfig;
 use node::{Delivery, Failure, Item, Node};
 use split::Route;
 use spool::{SignalKind, Spool};
 use weft_cluster::ClusterView;
 use weft_receiver::OtlpSink;
+use weft_receiver::{Error, ExportOutcome, Format, ReceiverConfig, Result};
 
 /// How often membership and the spool are reconciled with the set of node workers even
 /// when the view did not change (e.g. to retire a removed node once its hints are gone).
@@ -543,7 +544,7 @@ impl Inner {
         format: Format,
     ) -> Result<ExportOutcome> {
         self.admit()?;
-        let (mut request, mut payload) = crate::decode_metrics_body(body, format)?;
+        let (mut request, mut payload) = weft_receiver::decode_metrics_body(body, format)?;
         let window = self
             .receiver
             .time_window()

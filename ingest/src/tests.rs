@@ -24,9 +24,9 @@ use tokio::task::JoinHandle;
 use weft_schemas::Table;
 
 use super::*;
-use crate::config::{CollectorConfig, SyncPolicy, WalConfig};
-use crate::{Collector, Error, Format};
 use weft_cluster::{Member, MemberState};
+use weft_collector::config::{CollectorConfig, SyncPolicy, WalConfig};
+use weft_collector::{Collector, Error, Format};
 use weft_receiver::{grpc, http};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -436,7 +436,7 @@ async fn spans_outside_the_time_window_are_refused_like_weft_up_does() {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         },
-        crate::CollectorOptions {
+        weft_collector::CollectorOptions {
             time_window: true,
             ..Default::default()
         },

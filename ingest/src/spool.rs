@@ -42,7 +42,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use twox_hash::XxHash64;
 
-use crate::{Error, Result};
+use weft_receiver::{Error, Result};
 use weft_storage::wal::sync_dir;
 
 /// Size of the fixed header that starts every hint file.

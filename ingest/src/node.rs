@@ -40,8 +40,8 @@ use super::Inner;
 use super::breaker::{CircuitBreaker, CircuitState};
 use super::forward::{CallError, NodeClient, backoff};
 use super::spool::{Hint, SignalKind};
-use crate::Error;
 use weft_cluster::MemberState;
+use weft_receiver::Error;
 
 /// How often a node's replay looks at its spool even when nothing woke it.
 const REPLAY_TICK: Duration = Duration::from_millis(200);
