@@ -4,8 +4,9 @@
 //!  POST /api/v1/sql, Postgres wire (pg) ──> read-only check (no DDL / DML / COPY / SET) ─┐
 //!  GET  /api/v1/traces/{id} ──> spans WHERE trace_id = id (streamed when huge) ───────────┤
 //!  GET  /api/v1/search (search) ──> span conditions ─> candidate traces ─> summaries ─────┤
-//!  GET  /api/v1/dependencies (graph), /api/v1/latency (latency) ─> scan ─> per-run Rust ──┤
-//!  GET  /api/v1/metrics… (metrics_query) ──> DataFrame over `metrics` ────────────────────┤
+//!  GET  /api/v1/dependencies[/links] (graph), /api/v1/latency (latency) ─> scan ─> Rust ──┤
+//!  GET  /api/v1/latency/slowest (latency::slowest) ──> DataFrame over `spans` ────────────┤
+//!  GET  /api/v1/metrics…, …/metrics/heatmap (metrics_query) ──> DataFrame over `metrics` ─┤
 //!  Jaeger /api/… and /api/v3/… (jaeger) ──> search, trace by id, graph ──────────────────┤
 //!                                                                                         ▼
 //!   bulkhead: the query runtime (own threads, large stacks), at most
@@ -39,9 +40,13 @@
 //! ([`warnings`]: the `x-weft-warnings` header, search's `warnings`, Jaeger's `errors`,
 //! Postgres NOTICEs).
 //!
+//! The answers' TypeScript twins, which the viewer imports, are generated from the Rust
+//! types ([`api_types`]).
+//!
 //! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,
 //! no object stores other than the data directory.
 
+pub mod api_types;
 pub mod bulkhead;
 pub mod cluster;
 pub mod config;

@@ -679,6 +679,42 @@ async fn range_queries_read_rollups_and_answer_as_raw_points_do() {
     assert!(compared > 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heatmaps_read_rollups_and_answer_as_raw_points_do() {
+    use crate::metrics_query::heatmap::heatmap;
+    let (_dir, collector, _data) = setup().await;
+    let rolled = service(&collector, true);
+    let raw = service(&collector, false);
+    run_rollups(&rolled, now()).await.unwrap();
+    let end = H0 + HOURS * H;
+    let mut compared = 0;
+    for metric in ["latency", "latency_delta", "latency_exp"] {
+        for (start, step) in [(H0, H), (H0 + 17 * M + 20 * S, H), (H0, 5 * M)] {
+            let query = range_query(metric, Agg::Buckets, start, end, step, false);
+            let fast = heatmap(&rolled, &query).await.unwrap();
+            let slow = heatmap(&raw, &query).await.unwrap();
+            let what = format!("{metric} start {start} step {step}");
+            assert_eq!(slow.resolution, ["raw"], "{what}");
+            assert_ne!(fast.resolution, ["raw"], "{what}: rollups read");
+            assert_eq!(fast.bounds, slow.bounds, "{what}");
+            assert!(!slow.columns.is_empty(), "{what}");
+            assert_eq!(fast.columns.len(), slow.columns.len(), "{what}");
+            for (a, b) in fast.columns.iter().zip(&slow.columns) {
+                assert_eq!(a.time, b.time, "{what}");
+                assert!(
+                    a.counts.iter().zip(&b.counts).all(|(x, y)| close(*x, *y)),
+                    "{what} at {}: {:?} vs {:?}",
+                    a.time,
+                    a.counts,
+                    b.counts
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9);
+}
+
 fn rollup_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.join("rollups")];
