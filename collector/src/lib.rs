@@ -1,32 +1,28 @@
-//! Weft's collector: OTLP in, durable Parquet out, live data for queries.
+//! A Weft collector node (`weft up`, `weft collector`): the receivers' sink that makes data
+//! durable and queryable.
 //!
 //! ```text
-//!  OTLP/gRPC :4317 ─┐   listen: timeouts, connection caps; receiver::grpc / receiver::http:
-//!  OTLP/HTTP :4318 ─┤   size caps, gzip, media types, admission by decoded size (pre-scan:
-//!  Prom remote-write┘   item cap 413, in-flight budget 429)
-//!        │ decode (prost or OTLP/JSON) ─> weft_schemas: validate + convert to Arrow
+//!  weft_receiver (listeners, size caps, decoded-size admission) ─> sink::OtlpSink for Collector
 //!        │ admission: live + pending bytes over the cap? -> 503 / UNAVAILABLE + retry
+//!        │ time window, head sampling (weft up), metrics limits (weft_sampling)
+//!        │ decode (prost or OTLP/JSON) ─> weft_schemas: validate + convert to Arrow
 //!        ▼
-//!   wal::Wal  (group commit, fsync) ──on durable──> store::Store live buffers
-//!        │ ack (partial success if spans were rejected)        │ flusher (size / age)
-//!        ▼                                                     ▼
-//!   client                                   sorted, hour-partitioned Parquet + manifest
-//!                                                              │
-//!   weft-query reads Store::snapshot(): committed files + live rows
+//!   weft_storage::wal::Wal (group commit, fsync) ──on durable──> weft_storage::Store live rows
+//!        │ ack (partial success if spans were rejected)   │ flush_loop (size / age)
+//!        │ held spans ─> weft_sampling::tail ─> decision records ─> WAL ─> live rows
+//!        ▼                                                ▼
+//!   client                          sorted, hour-partitioned Parquet + manifest
+//!
+//!   weft-query reads Store::snapshot() (weft up), or GET /internal/v1/snapshot
+//!   (snapshot_server, in a cluster): committed files + live rows
 //! ```
 //!
 //! Nothing is acknowledged before it is in the write-ahead log; on start the log is
 //! replayed into the live buffers, skipping what the manifest says is already in Parquet.
-//! Replay repairs a torn tail and skips past corruption (reported through `incidents`);
-//! an unreadable Parquet file is quarantined by the store. Spans and points outside the
-//! accepted time window are refused before the WAL, so replay gives back what was acked.
-//!
-//! In a cluster the same crate holds the other roles' parts: `ring` (the trace-ID hash
-//! ring), `cluster` (the view of the collector nodes: membership by static list, DNS or
-//! chitchat gossip; node info; the `/internal/v1/snapshot` endpoint query nodes read
-//! unflushed rows from) and `ingest` (`weft ingest`: split by trace ID, forward to R owners
-//! with deadlines, retries, circuit breakers, bounded queues and a durable hand-off spool).
-//! The receivers serve any [`receiver::OtlpSink`]: a `Collector` or an `Ingest`.
+//! Replay repairs a torn tail and skips past corruption (reported as incidents); an
+//! unreadable Parquet file is quarantined and rebuilt from the WAL records this crate
+//! decodes for the store (`WalRows`). Spans and points outside the accepted time window are
+//! refused before the WAL, so replay gives back what was acked.
 
 pub mod config;
 #[cfg(test)]

@@ -40,3 +40,4 @@ mod server;
 mod time_window;
 mod trace_lookup;
 mod ui;
+mod upgrade;
