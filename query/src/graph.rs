@@ -57,10 +57,7 @@
 //! * Jaeger `callCount` is the weighted count rounded to an integer (1 per span unsampled).
 
 pub(crate) mod model;
-pub(crate) mod params;
 mod runs;
-pub(crate) mod scan;
-mod sql;
 mod stitch;
 
 use std::sync::Arc;
@@ -71,11 +68,10 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::catalog::Session;
-use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 pub use model::{Edge, EdgeKind, Node, Percentiles, ServiceGraph, VirtualNode};
-pub use scan::TimeRange;
+pub use crate::span_scan::TimeRange;
 
 use crate::{Error, QueryService, Result};
 
@@ -124,7 +120,7 @@ async fn with_session(service: &QueryService, range: TimeRange) -> Result<model:
 
 /// Both passes over the session's `spans` table (see the module docs).
 pub(crate) async fn compute(session: &dyn Session, range: TimeRange) -> Result<model::Partial> {
-    let partials = scan::scan(
+    let partials = crate::span_scan::scan(
         session,
         &runs::COLUMNS,
         range,
@@ -140,15 +136,6 @@ pub(crate) async fn compute(session: &dyn Session, range: TimeRange) -> Result<m
     Ok(all)
 }
 
-/// Registers the graph and latency SQL table functions in a query session:
-/// `service_graph(start, end)`, `dependency_links(start, end)` and
-/// `span_latency(start, end)`. Registration only stores the function; the work happens when
-/// a query scans it.
-pub fn register(ctx: &SessionContext, _service: &QueryService) -> Result<()> {
-    sql::register(ctx);
-    Ok(())
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RangeParams {
@@ -156,7 +143,7 @@ struct RangeParams {
     end: Option<String>,
 }
 
-/// `GET /api/v1/dependencies?start=&end=` (RFC 3339 or unix ns; default the last hour).
+/// `GET /api/v1/dependencies?start=&end=` (times as in `crate::params`; default the last hour).
 pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/dependencies", get(dependencies))
@@ -168,10 +155,10 @@ async fn dependencies(
     params: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<Json<ServiceGraph>> {
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let range = params::time_range(
+    let range = crate::params::time_range(
         params.start.as_deref(),
         params.end.as_deref(),
-        params::now_ns(),
+        crate::params::now_ns(),
     )?;
     Ok(Json(
         service_graph(&service, range.start_ns, range.end_ns).await?,

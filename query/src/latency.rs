@@ -19,14 +19,13 @@
 //!  per partition: Stats = weighted count, errors, LogSketch  ──merge──> report / table
 //! ```
 //!
-//! Percentiles come from [`sketch::LogSketch`], a mergeable log-linear histogram weighted
+//! Percentiles come from [`crate::span_scan::sketch::LogSketch`], a mergeable log-linear histogram weighted
 //! by `sample_weight`: **relative error at most 1/128 (0.78 %)** against the weighted
-//! nearest-rank percentile; min and max are exact. Times are RFC 3339 or unix nanoseconds
-//! (`start`/`end` default to the last hour), `step` a duration such as `30s` (default: the
+//! nearest-rank percentile; min and max are exact. Times and durations are the native
+//! grammar of [`crate::params`] (`start`/`end` default to the last hour), `step` a duration such as `30s` (default: the
 //! window in 60 steps, at least 1 s; at most 11,000 steps).
 
 mod report;
-pub mod sketch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +43,8 @@ use weft_schemas::columns::SERVICE_NAME;
 
 pub use report::{HistogramBucket, LatencyReport, OperationStats, Quantiles, StepPoint};
 
-use crate::graph::params::{now_ns, parse_duration, time_range};
-use crate::graph::scan::{TimeRange, scan};
+use crate::params::{now_ns, parse_positive_duration, time_range, time_range_named};
+use crate::span_scan::{TimeRange, scan};
 use crate::{Error, QueryService, Result};
 
 /// Most points a series may have.
@@ -287,14 +286,18 @@ impl LatencyParams {
         let range = time_range(self.start.as_deref(), self.end.as_deref(), now_ns)?;
         let compare = match (self.compare_start, self.compare_end) {
             (None, None) => None,
-            (Some(start), Some(end)) => Some(time_range(Some(&start), Some(&end), now_ns)?),
+            (Some(start), Some(end)) => Some(time_range_named(
+                ("compare_start", Some(&start)),
+                ("compare_end", Some(&end)),
+                now_ns,
+            )?),
             _ => {
                 return Err(Error::BadRequest(
                     "compare_start and compare_end go together".into(),
                 ));
             }
         };
-        let step_ns = self.step.map(|s| parse_duration("step", &s)).transpose()?;
+        let step_ns = self.step.map(|s| parse_positive_duration("step", &s)).transpose()?;
         Ok(LatencyQuery {
             service,
             operation,

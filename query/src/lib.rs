@@ -51,10 +51,13 @@ pub mod http;
 pub mod jaeger;
 pub mod latency;
 pub mod metrics_query;
+pub mod params;
 pub mod pg;
 pub mod provider;
+pub mod range_functions;
 pub mod rollup;
 pub mod search;
+pub mod span_scan;
 pub mod sql_limits;
 pub mod udf;
 pub mod views;
@@ -207,7 +210,7 @@ impl QueryService {
         }
         // Functions that can make large values get a bounded output (after type coercion).
         ctx.add_analyzer_rule(Arc::new(udf::capped::CapFunctions::new(&self.config)));
-        graph::register(&ctx, self)?;
+        range_functions::register(&ctx);
         views::register(&ctx)?;
         rollup::register(&ctx, self)?;
         Ok(ctx)

@@ -28,8 +28,8 @@
 //!
 //! User input never becomes SQL text: every filter is a DataFusion `Expr` with literals.
 //! `match[key]=value` and `group_by=key` name point attributes; the key `service_name`
-//! means the resource's service. Times are RFC 3339 or Unix seconds; durations are
-//! seconds or Prometheus-style (`90s`, `5m`, `1h30m`).
+//! means the resource's service. Times and `step` are the native grammar of
+//! [`crate::params`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -56,6 +56,7 @@ use weft_schemas::Table;
 use weft_schemas::columns::*;
 use weft_schemas::metrics::metric_type;
 
+use crate::params::{parse_instant, parse_positive_duration};
 use crate::{Error, QueryService, Result, rollup};
 
 /// Most buckets one range query may ask for (as Prometheus).
@@ -209,8 +210,14 @@ fn selector(
         }
         selector.metric = Some(metric);
     }
-    selector.start = rest.remove("start").map(|s| parse_time(&s)).transpose()?;
-    selector.end = rest.remove("end").map(|s| parse_time(&s)).transpose()?;
+    selector.start = rest
+        .remove("start")
+        .map(|s| parse_instant("start", &s))
+        .transpose()?;
+    selector.end = rest
+        .remove("end")
+        .map(|s| parse_instant("end", &s))
+        .transpose()?;
     if let (Some(start), Some(end)) = (selector.start, selector.end)
         && start >= end
     {
@@ -246,7 +253,7 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
         return Err(Error::BadRequest("start must be before end".into()));
     }
     let step = match rest.remove("step") {
-        Some(s) => parse_duration(&s)?,
+        Some(s) => parse_positive_duration("step", &s)?,
         None => DEFAULT_STEP_NS,
     };
     // i128: `end - start` can exceed i64 for extreme (but valid) times.
@@ -312,66 +319,6 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
         group_by,
         resolution,
     })
-}
-
-/// RFC 3339 (`2018-12-13T14:51:00Z`) or Unix seconds (`1544712660.3`), as ns since 1970.
-pub fn parse_time(text: &str) -> Result<i64> {
-    let bad = || Error::BadRequest(format!("time {text:?}: expected RFC 3339 or Unix seconds"));
-    if let Ok(seconds) = text.parse::<f64>() {
-        let ns = seconds * 1e9;
-        // Timestamps are i64 nanoseconds: about years 1677 to 2262.
-        if !ns.is_finite() || ns.abs() >= 9.2e18 {
-            return Err(bad());
-        }
-        return Ok(ns.round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(bad)
-}
-
-/// Seconds (`30`, `0.5`) or Prometheus-style units (`250ms`, `90s`, `5m`, `1h30m`, `1d`,
-/// `1w`), as ns; must be positive.
-pub fn parse_duration(text: &str) -> Result<i64> {
-    let bad = || Error::BadRequest(format!("duration {text:?}: expected e.g. 60, 30s, 5m, 1h"));
-    let ns = if let Ok(seconds) = text.parse::<f64>() {
-        let ns = seconds * 1e9;
-        if !ns.is_finite() || ns >= 9.2e18 {
-            return Err(bad());
-        }
-        ns.round() as i64
-    } else {
-        let mut total: i64 = 0;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest.chars().take_while(char::is_ascii_digit).count();
-            let number: i64 = rest[..digits].parse().map_err(|_| bad())?;
-            rest = &rest[digits..];
-            let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
-            let unit: i64 = match &rest[..unit_len] {
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60_000_000_000,
-                "h" => 3_600_000_000_000,
-                "d" => 86_400_000_000_000,
-                "w" => 604_800_000_000_000,
-                _ => return Err(bad()),
-            };
-            rest = &rest[unit_len..];
-            total = number
-                .checked_mul(unit)
-                .and_then(|n| total.checked_add(n))
-                .ok_or_else(bad)?;
-        }
-        total
-    };
-    if ns <= 0 {
-        return Err(Error::BadRequest(format!(
-            "duration {text:?} must be positive"
-        )));
-    }
-    Ok(ns)
 }
 
 // ---- running queries ------------------------------------------------------------------------
@@ -1834,11 +1781,15 @@ mod tests {
 
     #[test]
     fn durations_and_times() {
-        assert_eq!(parse_duration("1h30m").unwrap(), 5_400 * S);
-        assert_eq!(parse_duration("250ms").unwrap(), S / 4);
-        assert_eq!(parse_duration("0.5").unwrap(), S / 2);
-        assert_eq!(parse_time("1.5").unwrap(), 3 * S / 2);
-        assert_eq!(parse_time("1970-01-01T00:00:01+01:00").unwrap(), -3_599 * S);
+        use crate::params::{parse_duration, parse_instant};
+        assert_eq!(parse_duration("step", "1h30m").unwrap(), 5_400 * S);
+        assert_eq!(parse_duration("step", "250ms").unwrap(), S / 4);
+        assert_eq!(parse_duration("step", "0.5").unwrap(), S / 2);
+        assert_eq!(parse_instant("start", "1.5").unwrap(), 3 * S / 2);
+        assert_eq!(
+            parse_instant("start", "1970-01-01T00:00:01+01:00").unwrap(),
+            -3_599 * S
+        );
     }
 
     fn query(agg: Agg, start: i64, end: i64, step: i64) -> RangeQuery {

@@ -86,7 +86,7 @@ use weft_collector::{Collector, CollectorConfig, CollectorOptions, Format};
 use weft_schemas::sampling::{Randomness, Threshold};
 
 use crate::graph::{TimeRange, VirtualNode, service_graph};
-use crate::latency::sketch::RELATIVE_ERROR;
+use crate::span_scan::sketch::RELATIVE_ERROR;
 use crate::latency::{LatencyQuery, LatencyResponse, latency};
 use crate::{QueryConfig, QueryService};
 

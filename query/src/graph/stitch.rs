@@ -28,7 +28,7 @@ use weft_schemas::columns::{SERVICE_NAME, TRACE_ID};
 
 use super::model::{EdgeKey, EdgeKind, Partial, Side, VirtualNode, is_callee, is_caller};
 use super::runs::{COLUMNS, Cols};
-use super::scan::{IdSet, Interner, NameIds, TimeRange, Worker, column, scan};
+use crate::span_scan::{IdSet, Interner, NameIds, TimeRange, Worker, column, scan};
 use crate::Result;
 
 /// Longest trace-id list pushed into the Parquet reader; beyond it the rows are matched
