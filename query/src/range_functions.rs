@@ -94,7 +94,7 @@ impl TableFunctionImpl for RangeFunction {
 
 /// `(start, end)` arguments: strings and integers in the native time grammar, or
 /// timestamps; none for the last hour, one for "from start until now".
-fn range_of(name: &str, args: &[Expr]) -> DfResult<TimeRange> {
+pub(crate) fn range_of(name: &str, args: &[Expr]) -> DfResult<TimeRange> {
     if args.len() > 2 {
         return plan_err!("{name}(start, end) takes at most two arguments");
     }

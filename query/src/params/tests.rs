@@ -167,3 +167,111 @@ proptest! {
         }
     }
 }
+
+/// The same text as `start` of every native endpoint: search, latency, dependencies,
+/// metrics and the SQL range functions.
+fn start_everywhere(text: &str) -> Vec<Option<i64>> {
+    use datafusion::prelude::lit;
+    let end = "2262-01-01T00:00:00Z";
+    let search = crate::search::http::request_from(&Params::from_pairs(&[("start", text)]))
+        .ok()
+        .and_then(|r| r.spans.start_min_ns);
+    let latency: Option<crate::latency::LatencyParams> = serde_json::from_value(
+        serde_json::json!({"start": text, "end": end}),
+    )
+    .ok();
+    let latency = latency
+        .and_then(|p| p.parse(0).ok())
+        .map(|q| q.range.start_ns);
+    let dependencies = time_range(Some(text), Some(end), 0)
+        .ok()
+        .map(|r| r.start_ns);
+    let pairs = [
+        ("metric".to_owned(), "m".to_owned()),
+        ("start".to_owned(), text.to_owned()),
+        ("end".to_owned(), end.to_owned()),
+        ("step".to_owned(), "1000d".to_owned()),
+    ];
+    let metrics = crate::metrics_query::parse_range_query(&pairs, 0)
+        .ok()
+        .map(|q| q.start);
+    let sql = crate::range_functions::range_of("service_graph", &[lit(text), lit(end)])
+        .ok()
+        .map(|r| r.start_ns);
+    vec![search, latency, dependencies, metrics, sql]
+}
+
+/// The same text as a duration: search's `min_duration`, latency's and metrics' `step`
+/// (over a range of ten steps of `ns`, so the step limits hold).
+fn duration_everywhere(text: &str, ns: i64) -> Vec<Option<i64>> {
+    let end = format!("{}ns", ns.saturating_mul(10));
+    let search = crate::search::http::request_from(&Params::from_pairs(&[(
+        "min_duration",
+        text,
+    )]))
+    .ok()
+    .and_then(|r| r.spans.min_duration_ns);
+    let latency: Option<crate::latency::LatencyParams> =
+        serde_json::from_value(serde_json::json!({"step": text, "start": "0ns", "end": end}))
+            .ok();
+    let latency = latency
+        .and_then(|p| p.parse(0).ok())
+        .and_then(|q| q.step_ns);
+    let pairs = [
+        ("metric".to_owned(), "m".to_owned()),
+        ("step".to_owned(), text.to_owned()),
+        ("start".to_owned(), "0ns".to_owned()),
+        ("end".to_owned(), end.clone()),
+    ];
+    let metrics = crate::metrics_query::parse_range_query(&pairs, 0)
+        .ok()
+        .map(|q| q.step);
+    vec![search, latency, metrics]
+}
+
+#[test]
+fn a_bare_number_means_the_same_on_every_endpoint() {
+    assert_eq!(start_everywhere("60"), vec![Some(60 * S); 5]);
+    assert_eq!(duration_everywhere("60", 60 * S), vec![Some(60 * S); 3]);
+    assert_eq!(duration_everywhere("1500ns", 1_500), vec![Some(1_500); 3]);
+    assert_eq!(start_everywhere("yesterday"), vec![None; 5]);
+}
+
+fn instant_text() -> impl Strategy<Value = String> {
+    (0i64..9_000_000_000, 0u32..4, 0u32..1_000_000_000).prop_map(|(seconds, form, nanos)| {
+        let ns = seconds * S + i64::from(nanos);
+        match form {
+            0 => format_instant(ns),
+            1 => seconds.to_string(),
+            2 => format!("{ns}ns"),
+            _ => format!("{seconds}.{nanos:09}"),
+        }
+    })
+}
+
+fn duration_text() -> impl Strategy<Value = String> {
+    (1i64..1_000_000_000_000, 0u32..3).prop_map(|(ns, form)| match form {
+        0 => format_duration(ns),
+        1 => format!("{ns}ns"),
+        _ => format!("{}.{:09}", ns / S, ns % S),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_same_time_means_the_same_on_every_endpoint(text in instant_text()) {
+        let expected = parse_instant("start", &text).ok();
+        prop_assert!(expected.is_some(), "{}", text);
+        prop_assert_eq!(start_everywhere(&text), vec![expected; 5], "{}", text);
+    }
+
+    #[test]
+    fn the_same_duration_means_the_same_on_every_endpoint(text in duration_text()) {
+        let expected = parse_duration("d", &text).ok();
+        let ns = expected.unwrap_or(0);
+        prop_assert!(ns > 0, "{}", text);
+        prop_assert_eq!(duration_everywhere(&text, ns), vec![expected; 3], "{}", text);
+    }
+}
