@@ -3,7 +3,8 @@
 they form a cycle. Test code (files named `tests.rs` / `*_tests.rs`, and everything after a
 `#[cfg(test)]` line) and doc comments are ignored: only what the library itself uses counts.
 
-    scripts/module_cycles.py query/src
+    scripts/module_cycles.py query/src            # top-level modules
+    scripts/module_cycles.py query/src metrics    # the children of `metrics`
 """
 import pathlib
 import re
@@ -27,19 +28,39 @@ def crate_refs(text):
     return names
 
 
-def edges(src):
+def code(path):
+    text = path.read_text().split("#[cfg(test)]", 1)[0]
+    return "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
+
+
+def is_test(path):
+    return path.name == "tests.rs" or path.name.endswith("_tests.rs")
+
+
+def edges(src, inside=None):
+    """Edges between the top-level modules of `src`, or between the children of the
+    top-level module `inside` (named as `crate::inside::x`, or `super::x` from a child)."""
     src = pathlib.Path(src)
-    modules = {top_module(src, p) for p in src.rglob("*.rs")} - {"lib", "main"}
+    root = src / inside if inside else src
+    modules = {top_module(root, p) for p in root.rglob("*.rs")} - {"lib", "main", "mod"}
     out = {}
-    for path in sorted(src.rglob("*.rs")):
-        if path.name == "tests.rs" or path.name.endswith("_tests.rs"):
+    for path in sorted(root.rglob("*.rs")):
+        if is_test(path):
             continue
-        text = path.read_text()
-        text = text.split("#[cfg(test)]", 1)[0]
-        text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
-        here = top_module(src, path)
-        for name in crate_refs(text):
-            if name in modules and name != here and here not in ("lib", "main"):
+        text = code(path)
+        here = top_module(root, path)
+        if here in ("lib", "main", "mod"):
+            continue
+        if inside:
+            names = set(re.findall(rf"\bcrate::{inside}::([a-z_][a-z0-9_]*)", text))
+            if len(path.relative_to(root).parts) == 1:
+                names |= set(re.findall(r"\bsuper::([a-z_][a-z0-9_]*)", text))
+                for group in re.findall(r"\bsuper::\{([^}]*)\}", text, re.S):
+                    names |= {re.split(r"[:\s]", i.strip())[0] for i in group.split(",") if i.strip()}
+        else:
+            names = crate_refs(text)
+        for name in names:
+            if name in modules and name != here:
                 out.setdefault(here, set()).add(name)
     return out
 
@@ -65,7 +86,10 @@ def cycles(graph):
 
 
 def main():
-    graph = edges(sys.argv[1] if len(sys.argv) > 1 else "query/src")
+    graph = edges(
+        sys.argv[1] if len(sys.argv) > 1 else "query/src",
+        sys.argv[2] if len(sys.argv) > 2 else None,
+    )
     for node in sorted(graph):
         print(f"{node} -> {', '.join(sorted(graph[node]))}")
     found = cycles(graph)

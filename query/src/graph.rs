@@ -70,8 +70,8 @@ use axum::{Json, Router};
 use datafusion::catalog::Session;
 use serde::{Deserialize, Serialize};
 
-pub use model::{Edge, EdgeKind, Node, Percentiles, ServiceGraph, VirtualNode};
 pub use crate::span_scan::TimeRange;
+pub use model::{Edge, EdgeKind, Node, Percentiles, ServiceGraph, VirtualNode};
 
 use crate::{Error, QueryService, Result};
 

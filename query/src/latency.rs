@@ -297,7 +297,10 @@ impl LatencyParams {
                 ));
             }
         };
-        let step_ns = self.step.map(|s| parse_positive_duration("step", &s)).transpose()?;
+        let step_ns = self
+            .step
+            .map(|s| parse_positive_duration("step", &s))
+            .transpose()?;
         Ok(LatencyQuery {
             service,
             operation,

@@ -232,16 +232,15 @@ async fn service_graph_batch(session: &dyn Session, range: TimeRange) -> Result<
     let floats = |f: &dyn Fn(&Edge) -> f64| -> ArrayRef {
         Arc::new(edges.iter().map(f).collect::<Float64Array>())
     };
-    let pick = |side: fn(&Edge) -> Option<Percentiles>,
-                which: fn(&Percentiles) -> i64|
-     -> ArrayRef {
-        Arc::new(
-            edges
-                .iter()
-                .map(|e| side(e).as_ref().map(which))
-                .collect::<Int64Array>(),
-        )
-    };
+    let pick =
+        |side: fn(&Edge) -> Option<Percentiles>, which: fn(&Percentiles) -> i64| -> ArrayRef {
+            Arc::new(
+                edges
+                    .iter()
+                    .map(|e| side(e).as_ref().map(which))
+                    .collect::<Int64Array>(),
+            )
+        };
     let client = |e: &Edge| e.client_latency_ns;
     let server = |e: &Edge| e.server_latency_ns;
     let mut examples = ListBuilder::new(StringBuilder::new());

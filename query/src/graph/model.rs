@@ -24,7 +24,6 @@ pub(crate) const USER: &str = "user";
 /// Name of the virtual server of client spans without any peer attribute.
 pub(crate) const UNKNOWN: &str = "unknown";
 
-
 pub(crate) fn is_caller(kind: i8) -> bool {
     kind == KIND_CLIENT || kind == KIND_PRODUCER
 }

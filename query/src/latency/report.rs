@@ -26,9 +26,7 @@ use weft_schemas::columns::{
 use crate::Result;
 use crate::span_scan::examples::Examples;
 use crate::span_scan::sketch::LogSketch;
-use crate::span_scan::{
-    IdMap, Interner, NameIds, STATUS_ERROR, TimeRange, Worker, column, typed,
-};
+use crate::span_scan::{IdMap, Interner, NameIds, STATUS_ERROR, TimeRange, Worker, column, typed};
 
 /// Columns of the operations table.
 pub(super) const OPS_COLUMNS: [&str; 5] = [

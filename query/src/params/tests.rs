@@ -27,11 +27,17 @@ fn instants_are_rfc3339_or_unix_time() {
         parse_instant("t", "2023-11-14T23:13:20.5+01:00").unwrap(),
         ns + S / 2
     );
-    assert_eq!(parse_instant("t", "1544712660.3").unwrap(), 1_544_712_660_300_000_000);
+    assert_eq!(
+        parse_instant("t", "1544712660.3").unwrap(),
+        1_544_712_660_300_000_000
+    );
     assert_eq!(parse_instant("t", "1.5").unwrap(), 3 * S / 2);
     assert_eq!(parse_instant("t", "-5ns").unwrap(), -5);
     assert_eq!(parse_instant("t", "-1").unwrap(), -S);
-    assert_eq!(parse_instant("t", "1970-01-01T00:00:01+01:00").unwrap(), -3_599 * S);
+    assert_eq!(
+        parse_instant("t", "1970-01-01T00:00:01+01:00").unwrap(),
+        -3_599 * S
+    );
     for bad in [
         "",
         "yesterday",
@@ -74,7 +80,16 @@ fn durations_take_units_or_bare_seconds() {
     for (text, ns) in cases {
         assert_eq!(parse_duration("d", text).unwrap(), ns, "{text}");
     }
-    for bad in ["", "-1s", "5 parsecs", "m", "9999999999999999d", "fast", "1e3", "-5"] {
+    for bad in [
+        "",
+        "-1s",
+        "5 parsecs",
+        "m",
+        "9999999999999999d",
+        "fast",
+        "1e3",
+        "-5",
+    ] {
         let err = parse_duration("min_duration", bad).unwrap_err();
         assert!(err.to_string().contains("min_duration"), "{bad}: {err}");
     }
@@ -176,10 +191,8 @@ fn start_everywhere(text: &str) -> Vec<Option<i64>> {
     let search = crate::search::http::request_from(&Params::from_pairs(&[("start", text)]))
         .ok()
         .and_then(|r| r.spans.start_min_ns);
-    let latency: Option<crate::latency::LatencyParams> = serde_json::from_value(
-        serde_json::json!({"start": text, "end": end}),
-    )
-    .ok();
+    let latency: Option<crate::latency::LatencyParams> =
+        serde_json::from_value(serde_json::json!({"start": text, "end": end})).ok();
     let latency = latency
         .and_then(|p| p.parse(0).ok())
         .map(|q| q.range.start_ns);
@@ -192,7 +205,7 @@ fn start_everywhere(text: &str) -> Vec<Option<i64>> {
         ("end".to_owned(), end.to_owned()),
         ("step".to_owned(), "1000d".to_owned()),
     ];
-    let metrics = crate::metrics_query::parse_range_query(&pairs, 0)
+    let metrics = crate::metrics::query::parse_range_query(&pairs, 0)
         .ok()
         .map(|q| q.start);
     let sql = crate::range_functions::range_of("service_graph", &[lit(text), lit(end)])
@@ -205,15 +218,11 @@ fn start_everywhere(text: &str) -> Vec<Option<i64>> {
 /// (over a range of ten steps of `ns`, so the step limits hold).
 fn duration_everywhere(text: &str, ns: i64) -> Vec<Option<i64>> {
     let end = format!("{}ns", ns.saturating_mul(10));
-    let search = crate::search::http::request_from(&Params::from_pairs(&[(
-        "min_duration",
-        text,
-    )]))
-    .ok()
-    .and_then(|r| r.spans.min_duration_ns);
+    let search = crate::search::http::request_from(&Params::from_pairs(&[("min_duration", text)]))
+        .ok()
+        .and_then(|r| r.spans.min_duration_ns);
     let latency: Option<crate::latency::LatencyParams> =
-        serde_json::from_value(serde_json::json!({"step": text, "start": "0ns", "end": end}))
-            .ok();
+        serde_json::from_value(serde_json::json!({"step": text, "start": "0ns", "end": end})).ok();
     let latency = latency
         .and_then(|p| p.parse(0).ok())
         .and_then(|q| q.step_ns);
@@ -223,7 +232,7 @@ fn duration_everywhere(text: &str, ns: i64) -> Vec<Option<i64>> {
         ("start".to_owned(), "0ns".to_owned()),
         ("end".to_owned(), end.clone()),
     ];
-    let metrics = crate::metrics_query::parse_range_query(&pairs, 0)
+    let metrics = crate::metrics::query::parse_range_query(&pairs, 0)
         .ok()
         .map(|q| q.step);
     vec![search, latency, metrics]

@@ -39,11 +39,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::params::{Params, format_instant, parse_duration, parse_instant};
 use super::{
     AttributeCondition, AttributeScope, Cursor, DEFAULT_LIMIT, SearchPage, SearchRequest, SpanKind,
     SpanStatus, TraceSummary, search,
 };
+use crate::params::{Params, format_instant, parse_duration, parse_instant};
 use crate::{Error, QueryService, Result};
 
 const PARAMETERS: [&str; 21] = [
@@ -95,7 +95,12 @@ async fn handle(
 pub(crate) fn request_from(params: &Params) -> Result<SearchRequest> {
     params.reject_unknown(&PARAMETERS)?;
     let text = |name| params.one(name).map(|v| v.map(str::to_owned));
-    let time = |name| params.one(name)?.map(|v| parse_instant(name, v)).transpose();
+    let time = |name| {
+        params
+            .one(name)?
+            .map(|v| parse_instant(name, v))
+            .transpose()
+    };
     let duration = |name| {
         params
             .one(name)?

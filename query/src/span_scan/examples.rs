@@ -46,4 +46,3 @@ impl Examples {
         self.0.iter().map(|(_, t)| hex::encode(t)).collect()
     }
 }
-

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
-    Array, AsArray, Float64Array, Int8Array, Int32Array, ListArray, MapArray, RecordBatch,
-    StringArray, TimestampNanosecondArray, UInt64Array,
+    Array, AsArray, Float64Array, Int8Array, ListArray, MapArray, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use axum::Router;
@@ -56,8 +56,14 @@ use weft_schemas::Table;
 use weft_schemas::columns::*;
 use weft_schemas::metrics::metric_type;
 
+pub use weft_schemas::metrics_algebra::Histogram as Hist;
+use weft_schemas::metrics_algebra::{counter_increase, histogram_increase};
+
+pub(crate) use super::points::HistColumns;
+use super::points::column;
+use super::rollup;
 use crate::params::{parse_instant, parse_positive_duration};
-use crate::{Error, QueryService, Result, rollup};
+use crate::{Error, QueryService, Result};
 
 /// Most buckets one range query may ask for (as Prometheus).
 pub const MAX_STEPS: i64 = 11_000;
@@ -365,13 +371,6 @@ where
         .map_err(|_| Error::Timeout(timeout_secs))?
 }
 
-fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Execution(format!("unexpected type of column {name}")))
-}
-
 /// A string-like column as `StringArray` (dictionaries and views are cast).
 fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     let array = batch
@@ -568,7 +567,7 @@ pub struct RangeAnswer {
     /// The metric's type (of its first series), `None` when nothing matched.
     pub metric_type: Option<i8>,
     pub series: Series,
-    /// The sources read, coarsest first: `"1h"`, `"1m"` (rollups, see [`crate::rollup`])
+    /// The sources read, coarsest first: `"1h"`, `"1m"` (rollups, see [`super::rollup`])
     /// and `"raw"` (the `metrics` table).
     pub resolution: Vec<&'static str>,
 }
@@ -576,7 +575,7 @@ pub struct RangeAnswer {
 /// Runs a range query within the query time limit. Hours with a rollup whose buckets fit
 /// in the query's step buckets are read from the rollup, the rest from raw points; both
 /// streams are merged per series in time order into one [`Engine`], so the answer is the
-/// one raw points give (see [`crate::rollup`]).
+/// one raw points give (see [`super::rollup`]).
 pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAnswer> {
     let timeout_secs = service.config().timeout_secs;
     let max_points = service.config().max_result_rows;
@@ -911,157 +910,6 @@ async fn merge_into(engine: &mut Engine, mut inputs: Vec<Input>) -> Result<()> {
 
 // ---- the range-query engine -----------------------------------------------------------------
 
-/// A histogram as (upper bound, count) buckets sorted by bound; the last may be +Inf.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Hist {
-    pub buckets: Vec<(f64, f64)>,
-    pub count: f64,
-}
-
-impl Hist {
-    /// Explicit bounds `b`, counts `c` (`c.len() == b.len() + 1`; the last is +Inf).
-    pub fn explicit(bounds: &[f64], counts: &[u64]) -> Self {
-        let buckets = counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (bounds.get(i).copied().unwrap_or(f64::INFINITY), *c as f64))
-            .collect::<Vec<_>>();
-        Self::from_buckets(buckets)
-    }
-
-    /// An exponential histogram: bucket `i` of scale `s` covers `(base^i, base^(i+1)]`
-    /// with `base = 2^(2^-s)`; negative buckets mirror it; the zero bucket ends at the
-    /// zero threshold.
-    pub fn exponential(
-        scale: i32,
-        zero_count: u64,
-        zero_threshold: f64,
-        positive: Option<(i32, &[u64])>,
-        negative: Option<(i32, &[u64])>,
-    ) -> Self {
-        let factor = (-f64::from(scale)).exp2();
-        let bound = |index: i64| (index as f64 * factor).exp2();
-        let mut buckets = vec![(zero_threshold, zero_count as f64)];
-        if let Some((offset, counts)) = positive {
-            for (j, c) in counts.iter().enumerate() {
-                buckets.push((bound(i64::from(offset) + j as i64 + 1), *c as f64));
-            }
-        }
-        if let Some((offset, counts)) = negative {
-            for (j, c) in counts.iter().enumerate() {
-                buckets.push((-bound(i64::from(offset) + j as i64), *c as f64));
-            }
-        }
-        Self::from_buckets(buckets)
-    }
-
-    /// From (upper bound, count) buckets in any order.
-    pub fn from_buckets(mut buckets: Vec<(f64, f64)>) -> Self {
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let count = buckets.iter().map(|b| b.1).sum();
-        Self { buckets, count }
-    }
-
-    /// Adds `other`'s counts bucket by bucket (matched by upper bound).
-    pub fn merge(&mut self, other: &Hist) {
-        let mut merged: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for (bound, count) in self.buckets.iter().chain(&other.buckets) {
-            merged.entry(bound.to_bits()).or_insert((*bound, 0.0)).1 += count;
-        }
-        *self = Self::from_buckets(merged.into_values().collect());
-    }
-
-    /// The increase from `prev` to `self` (both cumulative), or `None` after a reset
-    /// (fewer observations, or a bucket that went down: new layout or restarted series).
-    pub fn increase_since(&self, prev: &Hist) -> Option<Hist> {
-        if self.count < prev.count {
-            return None;
-        }
-        let before: HashMap<u64, f64> = prev
-            .buckets
-            .iter()
-            .map(|(b, c)| (b.to_bits(), *c))
-            .collect();
-        let mut buckets = Vec::with_capacity(self.buckets.len());
-        for (bound, count) in &self.buckets {
-            let delta = count - before.get(&bound.to_bits()).copied().unwrap_or(0.0);
-            if delta < 0.0 {
-                return None;
-            }
-            buckets.push((*bound, delta));
-        }
-        Some(Self::from_buckets(buckets))
-    }
-
-    /// Prometheus' `histogram_quantile`: linear interpolation inside the bucket holding the
-    /// rank; the +Inf bucket answers the largest finite bound. `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total: f64 = self.buckets.iter().map(|b| b.1).sum();
-        if total <= 0.0 || self.buckets.is_empty() {
-            return None;
-        }
-        let rank = q * total;
-        let mut cumulative = 0.0;
-        for (i, (upper, count)) in self.buckets.iter().enumerate() {
-            let below = cumulative;
-            cumulative += count;
-            if cumulative < rank || *count == 0.0 && cumulative < total {
-                continue;
-            }
-            if upper.is_infinite() {
-                return if i == 0 {
-                    None
-                } else {
-                    Some(self.buckets[i - 1].0)
-                };
-            }
-            if i == 0 && *upper <= 0.0 {
-                return Some(*upper);
-            }
-            let lower = if i == 0 { 0.0 } else { self.buckets[i - 1].0 };
-            return Some(lower + (upper - lower) * ((rank - below) / count));
-        }
-        self.buckets.last().map(|b| b.0)
-    }
-}
-
-/// Whether a cumulative series restarted between two points: both have a start time and
-/// it changed.
-pub(crate) fn restarted(prev_start: Option<i64>, start: Option<i64>) -> bool {
-    prev_start.is_some() && start.is_some() && prev_start != start
-}
-
-/// The increase of a cumulative counter from its previous point `(prev_start,
-/// prev_value)` to `(start, v)`. A value below the previous one, or a new start time, is
-/// a reset: the counter restarted from zero, so the whole value is the increase.
-pub(crate) fn counter_step(
-    prev_start: Option<i64>,
-    prev_value: f64,
-    start: Option<i64>,
-    v: f64,
-) -> f64 {
-    if restarted(prev_start, start) || v < prev_value {
-        v
-    } else {
-        v - prev_value
-    }
-}
-
-/// The bucket-count increase of a cumulative histogram since its previous point; after a
-/// restart or a reset (a count went down) the whole histogram.
-pub(crate) fn hist_step(
-    prev_start: Option<i64>,
-    prev: &Hist,
-    start: Option<i64>,
-    hist: Hist,
-) -> Hist {
-    if restarted(prev_start, start) {
-        hist
-    } else {
-        hist.increase_since(prev).unwrap_or(hist)
-    }
-}
-
 /// One stored point, as the engine sees it.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -1084,7 +932,7 @@ impl Point {
 }
 
 /// One rollup row: what one series' points inside one rollup bucket add up to, for a
-/// bucket that lies inside one step bucket of the query (see [`crate::rollup`] for the
+/// bucket that lies inside one step bucket of the query (see [`super::rollup`] for the
 /// columns it comes from).
 #[derive(Debug, Clone, Default)]
 pub struct Segment {
@@ -1370,7 +1218,7 @@ impl Engine {
     }
 
     /// The increase of a cumulative counter since its previous point (see
-    /// [`counter_step`]); without one, the whole value when the series began inside the
+    /// [`counter_increase`]); without one, the whole value when the series began inside the
     /// read window, else unknown.
     fn counter_increase(
         &self,
@@ -1379,12 +1227,14 @@ impl Engine {
         v: f64,
     ) -> Option<f64> {
         match prev {
-            Some((prev_start, prev_value)) => Some(counter_step(prev_start, prev_value, start, v)),
+            Some((prev_start, prev_value)) => {
+                Some(counter_increase(prev_start, prev_value, start, v))
+            }
             None => self.began_in_window(start).then_some(v),
         }
     }
 
-    /// [`Engine::counter_increase`] for cumulative histograms (see [`hist_step`]).
+    /// [`Engine::counter_increase`] for cumulative histograms (see [`histogram_increase`]).
     fn hist_increase(
         &self,
         prev: Option<(Option<i64>, Hist)>,
@@ -1392,7 +1242,7 @@ impl Engine {
         hist: Hist,
     ) -> Option<Hist> {
         match prev {
-            Some((prev_start, prev)) => Some(hist_step(prev_start, &prev, start, hist)),
+            Some((prev_start, prev)) => Some(histogram_increase(prev_start, &prev, start, hist)),
             None => self.began_in_window(start).then_some(hist),
         }
     }
@@ -1467,7 +1317,7 @@ impl Engine {
     /// The segments of one batch of a rollup projection whose bucket start is in
     /// `intervals`.
     fn decode_segments(&self, batch: &RecordBatch, intervals: &[(i64, i64)]) -> Result<Vec<Item>> {
-        use crate::rollup::columns as rc;
+        use super::rollup::columns as rc;
         let ids: &UInt64Array = column(batch, SERIES_ID)?;
         let types: &Int8Array = column(batch, METRIC_TYPE)?;
         let temporality: &Int8Array = column(batch, AGGREGATION_TEMPORALITY)?;
@@ -1618,79 +1468,6 @@ fn opt_i8(a: &Int8Array, row: usize) -> Option<i8> {
 
 fn opt_ts(a: &TimestampNanosecondArray, row: usize) -> Option<i64> {
     (!a.is_null(row)).then(|| a.value(row))
-}
-
-/// The histogram columns of the `metrics` table in a batch (raw range queries, rollups).
-pub(crate) struct HistColumns<'a> {
-    counts: &'a ListArray,
-    bounds: &'a ListArray,
-    scale: &'a Int32Array,
-    zero_count: &'a UInt64Array,
-    zero_threshold: &'a Float64Array,
-    pos_offset: &'a Int32Array,
-    pos_counts: &'a ListArray,
-    neg_offset: &'a Int32Array,
-    neg_counts: &'a ListArray,
-}
-
-impl<'a> HistColumns<'a> {
-    pub(crate) fn new(batch: &'a RecordBatch) -> Result<Self> {
-        Ok(Self {
-            counts: column(batch, BUCKET_COUNTS)?,
-            bounds: column(batch, EXPLICIT_BOUNDS)?,
-            scale: column(batch, EXP_SCALE)?,
-            zero_count: column(batch, EXP_ZERO_COUNT)?,
-            zero_threshold: column(batch, EXP_ZERO_THRESHOLD)?,
-            pos_offset: column(batch, EXP_POSITIVE_OFFSET)?,
-            pos_counts: column(batch, EXP_POSITIVE_BUCKET_COUNTS)?,
-            neg_offset: column(batch, EXP_NEGATIVE_OFFSET)?,
-            neg_counts: column(batch, EXP_NEGATIVE_BUCKET_COUNTS)?,
-        })
-    }
-
-    fn u64s(list: &ListArray, row: usize) -> Vec<u64> {
-        if list.is_null(row) {
-            return Vec::new();
-        }
-        list.value(row)
-            .as_primitive::<UInt64Type>()
-            .values()
-            .to_vec()
-    }
-
-    /// The histogram of `row` (`None` unless `metric_type` is a histogram).
-    pub(crate) fn read(&self, metric_type: i8, row: usize) -> Option<Hist> {
-        match metric_type {
-            metric_type::HISTOGRAM => {
-                let counts = Self::u64s(self.counts, row);
-                let bounds = if self.bounds.is_null(row) {
-                    Vec::new()
-                } else {
-                    self.bounds
-                        .value(row)
-                        .as_primitive::<Float64Type>()
-                        .values()
-                        .to_vec()
-                };
-                Some(Hist::explicit(&bounds, &counts))
-            }
-            metric_type::EXPONENTIAL_HISTOGRAM => {
-                let side = |offset: &Int32Array, counts: &ListArray| {
-                    (!offset.is_null(row)).then(|| (offset.value(row), Self::u64s(counts, row)))
-                };
-                let positive = side(self.pos_offset, self.pos_counts);
-                let negative = side(self.neg_offset, self.neg_counts);
-                Some(Hist::exponential(
-                    self.scale.value(row),
-                    self.zero_count.value(row),
-                    self.zero_threshold.value(row),
-                    positive.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                    negative.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                ))
-            }
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
