@@ -14,7 +14,7 @@
 //! ```text
 //!  spans in [start, end) (service_name = s pushed into Parquet when given)
 //!    │ service_name, span_name, duration_ns, status_code, sample_weight (+ start_time,
-//!    │ trace_id for a report); one task per partition (graph::scan)
+//!    │ trace_id for a report); one task per partition (span_scan)
 //!    ▼
 //!  per partition: Stats = weighted count, errors, LogSketch  ──merge──> report / table
 //! ```

@@ -1,7 +1,7 @@
 //! What the dependency graph (`crate::graph`) and the latency reports (`crate::latency`)
 //! share, so neither depends on the other: partitioned column scans of the `spans` table
 //! over a time range, the small helpers both use to read string columns quickly, the
-//! weighted duration sketch ([`sketch`]) and the slowest-call examples ([`examples`]).
+//! weighted duration sketch ([`sketch`]) and the slowest-call examples (`examples`).
 //!
 //! ```text
 //!  the session's `spans` table ── TableProvider::scan(projection, start_time >= s AND < e, …)
