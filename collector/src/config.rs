@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use weft_receiver::ReceiverConfig;
 use weft_schemas::parquet_settings::ParquetSettings;
+pub use weft_storage::config::{SyncPolicy, WalConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -29,43 +31,6 @@ impl Default for CollectorConfig {
             buffer: BufferConfig::default(),
             receiver: ReceiverConfig::default(),
             parquet: ParquetSettings::default(),
-        }
-    }
-}
-
-/// When an export is acknowledged relative to the disk.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncPolicy {
-    /// Group commit: concurrent exports share one `fdatasync`; ack after it returns.
-    /// Survives power loss.
-    Fsync,
-    /// Ack once the record is written to the OS (page cache). Survives a process crash
-    /// (SIGKILL) but not a machine crash.
-    Os,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WalConfig {
-    pub sync: SyncPolicy,
-    /// A new segment file is started once the current one reaches this size.
-    pub segment_bytes: u64,
-    /// Upper bound of records written by one group commit.
-    pub max_group_bytes: usize,
-    /// Segments whose records are all in Parquet files are kept, newest first, up to this
-    /// many bytes: while they are, a Parquet file found unreadable is rebuilt from them.
-    /// 0 deletes them as soon as they are flushed.
-    pub retain_flushed_bytes: u64,
-}
-
-impl Default for WalConfig {
-    fn default() -> Self {
-        Self {
-            sync: SyncPolicy::Fsync,
-            segment_bytes: 64 << 20,
-            max_group_bytes: 32 << 20,
-            retain_flushed_bytes: 256 << 20,
         }
     }
 }
@@ -102,137 +67,5 @@ impl Default for BufferConfig {
 impl BufferConfig {
     pub fn flush_age(&self) -> Duration {
         Duration::from_secs(self.flush_age_secs)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReceiverConfig {
-    /// Largest accepted request body, measured after decompression (413 / RESOURCE_EXHAUSTED).
-    pub max_request_bytes: usize,
-    /// Memory held by requests being received and decoded at once: body bytes as they
-    /// arrive, then the decoded size (estimated before decoding from a scan of the body).
-    /// A request that does not fit gets 429 / UNAVAILABLE + retry; one that could never fit
-    /// gets 413 / RESOURCE_EXHAUSTED.
-    pub max_inflight_bytes: usize,
-    /// Most spans plus data points (remote-write samples) in one request; more is refused
-    /// with 413 / RESOURCE_EXHAUSTED before anything is decoded.
-    pub max_items_per_request: u64,
-    /// `Retry-After` sent with 429 / 503 answers.
-    pub retry_after_secs: u64,
-    /// Span start times and metric point times older than this many seconds before the
-    /// server's clock are refused (partial success). Bounds the hour partitions, so the
-    /// Parquet files, one request can create. 7 days: late batches and replays from a
-    /// buffering agent fit (Loki's `reject_old_samples_max_age` default is the same).
-    pub accept_past_secs: u64,
-    /// ...and times more than this many seconds ahead of it (clock skew allowance).
-    pub accept_future_secs: u64,
-}
-
-impl ReceiverConfig {
-    /// The accepted window of item times.
-    pub fn time_window(&self) -> weft_schemas::window::TimeWindow {
-        weft_schemas::window::TimeWindow {
-            past: Duration::from_secs(self.accept_past_secs),
-            future: Duration::from_secs(self.accept_future_secs),
-        }
-    }
-}
-
-impl Default for ReceiverConfig {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: 16 << 20,
-            max_inflight_bytes: 256 << 20,
-            max_items_per_request: 500_000,
-            retry_after_secs: 1,
-            accept_past_secs: 7 * 24 * 3600,
-            accept_future_secs: 3600,
-        }
-    }
-}
-
-/// `[ingest]` settings of a `weft ingest` node: how it forwards to collector nodes, and the
-/// spool (hinted hand-off) that holds what a collector could not take.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    /// Directory of the hinted hand-off spool: batches acknowledged to clients but not yet
-    /// acknowledged by their collector node. Must survive restarts (a persistent volume).
-    pub spool_dir: PathBuf,
-    /// Spool size limit; when it is full, exports that need it are refused (503 /
-    /// UNAVAILABLE + retry).
-    pub spool_max_bytes: u64,
-    /// Bytes queued for one collector node (the bulkhead: a slow node fills its own queue,
-    /// then exports that need it are refused, while the other nodes keep flowing).
-    pub queue_max_bytes: u64,
-    /// Largest batch sent in one call to a collector (queued requests of the same signal are
-    /// concatenated). Keep it at or below the collectors' `receiver.max_request_bytes`.
-    pub batch_max_bytes: usize,
-    /// How long a worker waits for more queued requests before sending a batch that is not
-    /// full. Requests queued while a call is in flight are batched without waiting.
-    pub batch_linger_ms: u64,
-    /// Deadline of one call to a collector node (`grpc-timeout` and a local timer).
-    pub request_timeout_ms: u64,
-    /// How long a batch is retried before it is spooled and its requests acknowledged from
-    /// the spool. Bounds how long a client waits on a failing collector.
-    pub delivery_budget_ms: u64,
-    /// Retry delays grow exponentially from `backoff_base_ms` up to `backoff_max_ms`, with
-    /// full jitter; a `RetryInfo` delay sent by the collector is used instead when present.
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    /// Failed calls in a row that open a node's circuit breaker (batches are then spooled
-    /// at once, without calling the node)...
-    pub breaker_failures: u32,
-    /// ...for this long, before one trial call is let through.
-    pub breaker_open_ms: u64,
-    /// Hints (spooled batches) read per replay round when a node's spool is drained;
-    /// consecutive hints of one signal are merged up to `batch_max_bytes` per call. Memory
-    /// held by a draining node is at most this many hints (each up to a batch).
-    pub replay_batch_hints: usize,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            spool_dir: PathBuf::from("weft-ingest-spool"),
-            spool_max_bytes: 4 << 30,
-            queue_max_bytes: 64 << 20,
-            batch_max_bytes: 4 << 20,
-            batch_linger_ms: 2,
-            request_timeout_ms: 2_000,
-            delivery_budget_ms: 4_000,
-            backoff_base_ms: 50,
-            backoff_max_ms: 1_000,
-            breaker_failures: 5,
-            breaker_open_ms: 2_000,
-            replay_batch_hints: 16,
-        }
-    }
-}
-
-impl IngestConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms.max(1))
-    }
-
-    pub fn delivery_budget(&self) -> Duration {
-        Duration::from_millis(self.delivery_budget_ms)
-    }
-
-    pub fn batch_linger(&self) -> Duration {
-        Duration::from_millis(self.batch_linger_ms)
-    }
-
-    pub fn backoff_base(&self) -> Duration {
-        Duration::from_millis(self.backoff_base_ms.max(1))
-    }
-
-    pub fn backoff_max(&self) -> Duration {
-        Duration::from_millis(self.backoff_max_ms.max(self.backoff_base_ms).max(1))
-    }
-
-    pub fn breaker_open(&self) -> Duration {
-        Duration::from_millis(self.breaker_open_ms)
     }
 }

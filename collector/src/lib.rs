@@ -28,20 +28,11 @@
 //! with deadlines, retries, circuit breakers, bounded queues and a durable hand-off spool).
 //! The receivers serve any [`receiver::OtlpSink`]: a `Collector` or an `Ingest`.
 
-pub mod cluster;
 pub mod config;
-pub mod error;
-pub mod incidents;
-pub mod ingest;
-pub mod listen;
-pub mod metrics_limits;
-pub mod receiver;
-pub mod ring;
-pub mod sampling;
-pub mod store;
-pub mod telemetry;
-pub mod trace_index;
-pub mod wal;
+#[cfg(test)]
+mod sampling_tests;
+pub mod sink;
+pub mod snapshot_server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,29 +46,15 @@ use tokio::sync::{Notify, Semaphore};
 use weft_schemas::{Converted, Table};
 
 pub use config::CollectorConfig;
-pub use error::{Error, Result};
-use incidents::{IncidentKind, Incidents};
-use sampling::SamplingConfig;
 use sampling::head::HeadSampler;
 use sampling::tail::{self as tail, TailSampler};
-pub use store::{FileMeta, FlushStats, Store, TableSnapshot};
-use telemetry::Telemetry;
 use wal::{DamageKind, RecordKind, Wal};
-
-/// How a request body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Protobuf,
-    Json,
-}
-
-/// The answer to one export: what was kept and what was refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExportOutcome {
-    pub accepted: u64,
-    pub rejected: u64,
-    pub rejection_message: Option<String>,
-}
+pub use weft_receiver::{Error, ExportOutcome, Format, Result, decode_metrics_body};
+use weft_sampling::{self as sampling, SamplingConfig, metrics_limits};
+use weft_storage::incidents::{IncidentKind, Incidents};
+pub use weft_storage::store::{FileMeta, FlushStats, Store, TableSnapshot};
+use weft_storage::{store, wal};
+use weft_telemetry::Telemetry;
 
 /// What a durable WAL record becomes: rows for the live buffers, or spans for tail sampling.
 enum Durable {
@@ -187,7 +164,7 @@ impl Collector {
         )?);
         let mut replayed = 0u64;
         let mut held = tail::Replay::default();
-        let report = wal::replay(&wal_dir, |record| {
+        let report = wal::replay(&wal_dir, |record| -> Result<()> {
             match record.kind {
                 // Held spans are covered by later decision records, not by flush marks.
                 RecordKind::OtlpTracesHeld => {
@@ -198,7 +175,7 @@ impl Collector {
                     return Ok(());
                 }
                 RecordKind::TailDecision => {
-                    let (decided, _) = tail::decode_decision(&record.payload)?;
+                    let (decided, _) = decode_decision(&record.payload)?;
                     held.decided(&decided);
                 }
                 _ => {}
@@ -609,7 +586,7 @@ fn report_wal_damage(report: &wal::ReplayReport, telemetry: &Telemetry, incident
                     damage.bytes as f64,
                 );
                 let message = format!(
-                    "WAL corruption in {segment} at offset {}: {} bytes skipped, {missing}                      lost; damaged bytes kept in {}",
+                    "WAL corruption in {segment} at offset {}: {} bytes skipped, {missing} lost; damaged bytes kept in {}",
                     damage.offset,
                     damage.bytes,
                     quarantined.as_deref().unwrap_or("(not kept)")
@@ -627,23 +604,6 @@ fn report_wal_damage(report: &wal::ReplayReport, telemetry: &Telemetry, incident
             }
         }
     }
-}
-
-/// A metrics export body as a request, plus the protobuf bytes to store or forward (the
-/// body itself when it is protobuf; JSON is re-encoded once).
-pub(crate) fn decode_metrics_body(
-    body: Bytes,
-    format: Format,
-) -> Result<(ExportMetricsServiceRequest, Bytes)> {
-    Ok(match format {
-        Format::Protobuf => (ExportMetricsServiceRequest::decode(body.clone())?, body),
-        Format::Json => {
-            let request = weft_schemas::otlp_json::decode_metrics(&body)
-                .map_err(|e| Error::InvalidJson(e.to_string()))?;
-            let payload = Bytes::from(request.encode_to_vec());
-            (request, payload)
-        }
-    })
 }
 
 fn record_table(kind: RecordKind) -> Table {
@@ -665,19 +625,31 @@ impl store::RowSource for WalRows {
         &self,
         table: Table,
         records: store::WalRecords,
-    ) -> std::result::Result<Vec<arrow::array::RecordBatch>, String> {
+    ) -> weft_storage::Result<Vec<arrow::array::RecordBatch>> {
         let mut batches = Vec::new();
         wal::read_range(&self.dir, records.first, records.last, |record| {
             // Held spans reach the table only through the decision records that keep them.
             if record.kind == RecordKind::OtlpTracesHeld || record_table(record.kind) != table {
                 return Ok(());
             }
-            batches.push(convert_record(record.kind, &record.payload)?.batch);
+            let converted = convert_record(record.kind, &record.payload).map_err(|e| {
+                weft_storage::Error::Wal(format!("record {} cannot be decoded: {e}", record.seq))
+            })?;
+            batches.push(converted.batch);
             Ok(())
-        })
-        .map_err(|e| format!("reading the WAL: {e}"))?;
+        })?;
         Ok(batches)
     }
+}
+
+/// A tail-decision WAL record; damage is a storage failure (as any unreadable WAL record).
+fn decode_decision(
+    payload: &Bytes,
+) -> Result<(
+    Vec<(weft_sampling::tail::TraceId, weft_sampling::tail::Decision)>,
+    ExportTraceServiceRequest,
+)> {
+    tail::decode_decision(payload).map_err(|e| Error::Storage(e.to_string()))
 }
 
 /// Decodes a WAL record again; conversion is deterministic, so the same rows come back.
@@ -686,9 +658,7 @@ fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
         RecordKind::OtlpTraces | RecordKind::OtlpTracesHeld => {
             weft_schemas::spans::from_otlp(&ExportTraceServiceRequest::decode(payload.clone())?)
         }
-        RecordKind::TailDecision => {
-            weft_schemas::spans::from_otlp(&tail::decode_decision(payload)?.1)
-        }
+        RecordKind::TailDecision => weft_schemas::spans::from_otlp(&decode_decision(payload)?.1),
         RecordKind::OtlpMetrics => {
             weft_schemas::metrics::from_otlp(&ExportMetricsServiceRequest::decode(payload.clone())?)
         }

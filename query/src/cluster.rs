@@ -58,11 +58,11 @@ use std::time::{Duration, SystemTime};
 use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use weft_collector::FileMeta;
-use weft_collector::cluster::snapshot::{self, Snapshot, SnapshotRequest};
-use weft_collector::cluster::{ClusterView, Member, NODES_DIR};
-use weft_collector::trace_index::TraceIdFilter;
+use weft_cluster::snapshot::{self, Snapshot, SnapshotRequest};
+use weft_cluster::{ClusterView, Member, NODES_DIR};
 use weft_schemas::Table;
+use weft_storage::FileMeta;
+use weft_storage::trace_index::TraceIdFilter;
 
 pub use table::ClusterTable;
 
@@ -284,7 +284,7 @@ impl ClusterSource {
     }
 
     fn node_dir(&self, node_id: &str) -> PathBuf {
-        weft_collector::cluster::node_data_dir(&self.storage_root, node_id)
+        weft_cluster::node_data_dir(&self.storage_root, node_id)
     }
 
     /// One collector's snapshot, within the deadline.
@@ -346,7 +346,7 @@ impl ClusterSource {
         }
         let read_dir = dir.to_path_buf();
         let tables = tokio::task::spawn_blocking(move || {
-            weft_collector::store::read_committed_files(&read_dir)
+            weft_storage::store::read_committed_files(&read_dir)
         })
         .await
         .map_err(|e| Error::Execution(format!("manifest task: {e}")))?

@@ -3,7 +3,8 @@
 //!
 //! Two views of the same parent → child relation:
 //!
-//! * **Jaeger links** ([`jaeger_dependency_links`], Jaeger's `/api/dependencies`): for every
+//! * **Jaeger links** ([`jaeger_dependency_links`], Jaeger's `/api/dependencies`, the
+//!   native `GET /api/v1/dependencies/links` and SQL `dependency_links(start, end)`): for every
 //!   span whose parent span is in the same trace, `parent service → child service`,
 //!   same-service pairs included.
 //! * **Service graph** ([`service_graph`], `GET /api/v1/dependencies`, SQL
@@ -143,11 +144,58 @@ struct RangeParams {
     end: Option<String>,
 }
 
-/// `GET /api/v1/dependencies?start=&end=` (times as in `crate::params`; default the last hour).
+/// One parent → child service pair of the native API: `call_count` spans of `child` had a
+/// parent span of `parent` in the same trace (Jaeger's link, with the SQL function's names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct ServiceLink {
+    pub parent: String,
+    pub child: String,
+    pub call_count: u64,
+}
+
+/// The answer to `GET /api/v1/dependencies/links`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ts_rs::TS)]
+pub struct ServiceLinks {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Sorted by parent, then child; same-service pairs included.
+    pub links: Vec<ServiceLink>,
+}
+
+/// `GET /api/v1/dependencies?start=&end=` (client → server calls, [`ServiceGraph`]) and
+/// `GET /api/v1/dependencies/links?start=&end=` (parent → child pairs, [`ServiceLinks`]);
+/// times as in `crate::params`, the default the last hour.
 pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/dependencies", get(dependencies))
+        .route("/api/v1/dependencies/links", get(links))
         .with_state(service)
+}
+
+async fn links(
+    State(service): State<Arc<QueryService>>,
+    params: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Json<ServiceLinks>> {
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let range = crate::params::time_range(
+        params.start.as_deref(),
+        params.end.as_deref(),
+        crate::params::now_ns(),
+    )?;
+    let links = jaeger_dependency_links(&service, range.start_ns, range.end_ns)
+        .await?
+        .into_iter()
+        .map(|l| ServiceLink {
+            parent: l.parent,
+            child: l.child,
+            call_count: l.call_count,
+        })
+        .collect();
+    Ok(Json(ServiceLinks {
+        start_ns: range.start_ns,
+        end_ns: range.end_ns,
+        links,
+    }))
 }
 
 async fn dependencies(

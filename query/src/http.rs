@@ -376,8 +376,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let service =
-            Arc::new(QueryService::new(collector, crate::QueryConfig::default()).unwrap());
+        let service = Arc::new(
+            QueryService::new(collector.store().clone(), crate::QueryConfig::default()).unwrap(),
+        );
         for accept in ["application/json", "text/csv", ARROW_STREAM] {
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT, HeaderValue::from_static(accept));

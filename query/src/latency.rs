@@ -1,6 +1,7 @@
 //! Latency reports per service and operation, computed from the stored spans.
 //!
 //! `GET /api/v1/latency?service=&operation=&start=&end=&step=&compare_start=&compare_end=`
+//! (and `GET /api/v1/latency/slowest`, the slowest spans of a service: [`slowest`])
 //!
 //! * With `service`: one report (see [`LatencyReport`]) for the service, or for one of its
 //!   operations: weighted count, rate per second, errors and error rate, p50/p90/p95/p99
@@ -26,6 +27,7 @@
 //! window in 60 steps, at least 1 s; at most 11,000 steps).
 
 mod report;
+pub mod slowest;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +69,7 @@ pub struct LatencyQuery {
 }
 
 /// The answer to `GET /api/v1/latency`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 #[serde(untagged)]
 pub enum LatencyResponse {
     Service(Box<ServiceLatency>),
@@ -75,7 +77,7 @@ pub enum LatencyResponse {
 }
 
 /// A service (or operation) report, and the same for the comparison window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct ServiceLatency {
     pub service: String,
     pub operation: Option<String>,
@@ -85,13 +87,13 @@ pub struct ServiceLatency {
 }
 
 /// Every (service, operation) of a window, sorted by service then operation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct OperationTable {
     pub current: OperationList,
     pub compare: Option<OperationList>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct OperationList {
     pub start_ns: i64,
     pub end_ns: i64,
@@ -311,11 +313,21 @@ impl LatencyParams {
     }
 }
 
-/// `GET /api/v1/latency`.
+/// `GET /api/v1/latency` and `GET /api/v1/latency/slowest` ([`slowest`]).
 pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/latency", get(latency_handler))
+        .route("/api/v1/latency/slowest", get(slowest_handler))
         .with_state(service)
+}
+
+async fn slowest_handler(
+    State(service): State<Arc<QueryService>>,
+    params: Result<Query<slowest::SlowestParams>, QueryRejection>,
+) -> Result<Json<slowest::SlowestSpans>> {
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let query = params.parse(now_ns())?;
+    Ok(Json(slowest::slowest(&service, &query).await?))
 }
 
 async fn latency_handler(

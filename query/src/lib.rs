@@ -4,8 +4,9 @@
 //!  POST /api/v1/sql, Postgres wire (pg) ──> read-only check (no DDL / DML / COPY / SET) ─┐
 //!  GET  /api/v1/traces/{id} ──> spans WHERE trace_id = id (streamed when huge) ───────────┤
 //!  GET  /api/v1/search (search) ──> span conditions ─> candidate traces ─> summaries ─────┤
-//!  GET  /api/v1/dependencies (graph), /api/v1/latency (latency) ─> scan ─> per-run Rust ──┤
-//!  GET  /api/v1/metrics… (metrics) ──> DataFrame over `metrics` ────────────────────┤
+//!  GET  /api/v1/dependencies[/links] (graph), /api/v1/latency (latency) ─> scan ─> Rust ──┤
+//!  GET  /api/v1/latency/slowest (latency::slowest) ──> DataFrame over `spans` ────────────┤
+//!  GET  /api/v1/metrics…, …/metrics/heatmap (metrics) ──> DataFrame over `metrics` ───────┤
 //!  Jaeger /api/… and /api/v3/… (jaeger) ──> search, trace by id, graph ──────────────────┤
 //!                                                                                         ▼
 //!   bulkhead: the query runtime (own threads, large stacks), at most
@@ -40,9 +41,13 @@
 //! ([`warnings`]: the `x-weft-warnings` header, search's `warnings`, Jaeger's `errors`,
 //! Postgres NOTICEs).
 //!
+//! The answers' TypeScript twins, which the viewer imports, are generated from the Rust
+//! types ([`api_types`]).
+//!
 //! Only Weft's own tables are reachable: no URL tables, no file-reading table functions,
 //! no object stores other than the data directory.
 
+pub mod api_types;
 pub mod bulkhead;
 pub mod cluster;
 pub mod config;
@@ -79,8 +84,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
-use weft_collector::Collector;
 use weft_schemas::Table;
+use weft_storage::Store;
 
 pub use bulkhead::Bulkhead;
 pub use cluster::ClusterSource;
@@ -102,8 +107,8 @@ pub struct SqlResult {
 /// Where a query service's tables come from.
 #[derive(Debug, Clone)]
 pub enum DataSource {
-    /// `weft up`: the collector of this process (files and live rows in memory).
-    Local(Arc<Collector>),
+    /// `weft up`: the store of this process's collector (files and live rows in memory).
+    Local(Arc<Store>),
     /// `weft query`: the collectors of a cluster and their directories on shared storage.
     Cluster(Arc<ClusterSource>),
 }
@@ -127,9 +132,9 @@ impl std::fmt::Debug for QueryService {
 }
 
 impl QueryService {
-    /// One node (`weft up`): tables over `collector`'s files and live rows.
-    pub fn new(collector: Arc<Collector>, config: QueryConfig) -> Result<Self> {
-        Self::with_source(DataSource::Local(collector), config)
+    /// One node (`weft up`): tables over the collector's `store` (files and live rows).
+    pub fn new(store: Arc<Store>, config: QueryConfig) -> Result<Self> {
+        Self::with_source(DataSource::Local(store), config)
     }
 
     /// A cluster (`weft query`): tables over every collector of `source`, copies removed.
@@ -192,9 +197,9 @@ impl QueryService {
         let request = warnings::RequestState::current_or_detached();
         for table in Table::ALL {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {
-                DataSource::Local(collector) => Arc::new(provider::WeftTable::with_request(
+                DataSource::Local(store) => Arc::new(provider::WeftTable::with_request(
                     table,
-                    collector.clone(),
+                    store.clone(),
                     request.clone(),
                 )),
                 DataSource::Cluster(source) => Arc::new(cluster::ClusterTable::new(
@@ -504,12 +509,12 @@ mod tests {
     #[tokio::test]
     async fn explain_and_explain_analyze_run_through_the_sql_path() {
         let dir = tempfile::tempdir().unwrap();
-        let collector = Collector::open(weft_collector::CollectorConfig {
+        let collector = weft_collector::Collector::open(weft_collector::CollectorConfig {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         })
         .unwrap();
-        let service = QueryService::new(collector, QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         for sql in [
             "EXPLAIN SELECT count(*) FROM spans",
             "EXPLAIN ANALYZE SELECT count(*) FROM spans",

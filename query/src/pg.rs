@@ -62,7 +62,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::task::JoinSet;
-use weft_collector::listen::Listener;
+use weft_receiver::listen::Listener;
 
 use crate::{Error, QueryService};
 

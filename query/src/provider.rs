@@ -2,9 +2,9 @@
 //! collector holds in memory, read from one consistent snapshot per scan.
 //!
 //! ```text
-//!  scan(filters) ─> Collector::snapshot(table)
+//!  scan(filters) ─> Store::snapshot(table)
 //!       ├─ files ─> trace_id = X / IN (..)? keep files whose in-memory trace id filter
-//!       │           may hold X (weft_collector::trace_index), no I/O for the rest
+//!       │           may hold X (weft_storage::trace_index), no I/O for the rest
 //!       │        ─> DataSourceExec(Parquet: predicate -> row-group stats, bloom filters,
 //!       │                          page index, late materialisation)
 //!       └─ live  ─> DataSourceExec(memory)
@@ -37,9 +37,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
-use weft_collector::Collector;
-use weft_collector::incidents::Incidents;
 use weft_schemas::{Table, columns};
+use weft_storage::Store;
+use weft_storage::incidents::Incidents;
 
 use crate::warnings::RequestState;
 
@@ -47,24 +47,20 @@ use crate::warnings::RequestState;
 #[derive(Debug)]
 pub struct WeftTable {
     table: Table,
-    collector: Arc<Collector>,
+    store: Arc<Store>,
     request: RequestState,
 }
 
 impl WeftTable {
     /// A table whose scans report to the current request (warnings, files read).
-    pub fn new(table: Table, collector: Arc<Collector>) -> Self {
-        Self::with_request(table, collector, RequestState::current_or_detached())
+    pub fn new(table: Table, store: Arc<Store>) -> Self {
+        Self::with_request(table, store, RequestState::current_or_detached())
     }
 
-    pub(crate) fn with_request(
-        table: Table,
-        collector: Arc<Collector>,
-        request: RequestState,
-    ) -> Self {
+    pub(crate) fn with_request(table: Table, store: Arc<Store>, request: RequestState) -> Self {
         Self {
             table,
-            collector,
+            store,
             request,
         }
     }
@@ -95,9 +91,9 @@ impl TableProvider for WeftTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.table.schema();
-        let snapshot = self.collector.snapshot(self.table);
+        let snapshot = self.store.snapshot(self.table);
         // Damage that may have cost data stays in every answer until acknowledged.
-        for incident in self.collector.incidents().unacknowledged() {
+        for incident in self.store.incidents().unacknowledged() {
             self.request.add(Incidents::warning(&incident));
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -115,9 +111,8 @@ impl TableProvider for WeftTable {
             None => snapshot.files.clone(),
         };
         if !files.is_empty() {
-            self.request
-                .note_scanned(self.collector.store(), self.table, &files);
-            let data_dir = self.collector.store().data_dir();
+            self.request.note_scanned(&self.store, self.table, &files);
+            let data_dir = &self.store.data_dir();
             let mut source = ParquetSource::new(schema.clone())
                 .with_enable_page_index(true)
                 .with_bloom_filter_on_read(true)
@@ -218,8 +213,8 @@ fn split_into_groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<
 mod tests {
     use bytes::Bytes;
     use datafusion::physical_plan::displayable;
-    use weft_collector::Format;
     use weft_collector::config::{CollectorConfig, SyncPolicy, WalConfig};
+    use weft_collector::{Collector, Format};
 
     use super::*;
     use crate::{QueryConfig, QueryService};
@@ -246,14 +241,14 @@ mod tests {
 
     /// Parquet files the scan for `trace_id = id` would open.
     async fn files_scanned(collector: &Arc<Collector>, id: &str) -> usize {
-        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         let ctx = service.session().unwrap();
         let mut bytes = [0u8; 16];
         hex::decode_to_slice(id, &mut bytes).unwrap();
         let filter = datafusion::prelude::col(columns::TRACE_ID).eq(datafusion::prelude::lit(
             ScalarValue::FixedSizeBinary(16, Some(bytes.to_vec())),
         ));
-        let table = WeftTable::new(Table::Spans, collector.clone());
+        let table = WeftTable::new(Table::Spans, collector.store().clone());
         let plan = table
             .scan(&ctx.state(), None, &[filter], None)
             .await
@@ -281,7 +276,7 @@ mod tests {
             files_scanned(&collector, "33333333333333333333333333333333").await,
             0
         );
-        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         let mut id = [0u8; 16];
         hex::decode_to_slice(second, &mut id).unwrap();
         let rows: usize = service
@@ -302,7 +297,7 @@ mod tests {
         assert_eq!(files_scanned(&collector, first).await, 1);
         let file = &collector.snapshot(Table::Spans).files[0];
         assert!(file.trace_ids.as_ref().unwrap().may_contain(&[0x11; 16]));
-        let sidecar = weft_collector::trace_index::sidecar_path(&dir.path().join(&file.path));
+        let sidecar = weft_storage::trace_index::sidecar_path(&dir.path().join(&file.path));
         let written = std::fs::read(&sidecar).unwrap();
         std::fs::write(&sidecar, &written[..written.len() / 2]).unwrap();
         drop(collector);
@@ -323,7 +318,7 @@ mod tests {
             written,
             "rebuilt identically"
         );
-        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         let mut id = [0u8; 16];
         hex::decode_to_slice(first, &mut id).unwrap();
         assert!(service.trace(id).await.unwrap().is_some());

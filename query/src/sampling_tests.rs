@@ -79,11 +79,11 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int8Type, Int64Type};
 use bytes::Bytes;
 use weft_collector::config::{SyncPolicy, WalConfig};
-use weft_collector::sampling::policy::{NamedPolicy, PolicyConfig, default_policies};
-use weft_collector::sampling::{HeadConfig, SamplingConfig, TailConfig};
-use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorConfig, CollectorOptions, Format};
+use weft_sampling::policy::{NamedPolicy, PolicyConfig, default_policies};
+use weft_sampling::{HeadConfig, SamplingConfig, TailConfig};
 use weft_schemas::sampling::{Randomness, Threshold};
+use weft_telemetry::Telemetry;
 
 use crate::graph::{TimeRange, VirtualNode, service_graph};
 use crate::latency::{LatencyQuery, LatencyResponse, latency};
@@ -989,7 +989,7 @@ async fn run(label: &str, policies: Vec<NamedPolicy>, baseline: f64) {
     collector.flush_all().await.unwrap();
     let decided_at = started.elapsed();
 
-    let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+    let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
     let stored = stored_spans(&service).await;
     let (report, sql) = answers(&service).await;
     let queried = started.elapsed();

@@ -31,6 +31,7 @@
 
 pub mod attribute;
 pub(crate) mod http;
+pub use http::{SearchResponse, SearchTrace, ServiceSpans};
 pub mod params;
 mod summary;
 mod trace_set;

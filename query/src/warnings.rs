@@ -26,8 +26,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
 use parking_lot::Mutex;
-use weft_collector::{FileMeta, Store};
 use weft_schemas::Table;
+use weft_storage::{FileMeta, Store};
 
 /// Response header carrying the warnings: a JSON array of strings. Bytes outside printable
 /// ASCII, and `%`, are percent-encoded, so `JSON.parse(decodeURIComponent(value))` reads it

@@ -12,11 +12,11 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+use weft_cluster::ClusterConfig;
 use weft_collector::CollectorConfig;
-use weft_collector::cluster::ClusterConfig;
-use weft_collector::config::IngestConfig;
-use weft_collector::sampling::SamplingConfig;
+use weft_ingest::IngestConfig;
 use weft_query::QueryConfig;
+use weft_sampling::SamplingConfig;
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "WEFT_";
@@ -105,22 +105,22 @@ pub struct ListenConfig {
 
 impl ListenConfig {
     /// The connection limits of one of `listeners` listeners of this process.
-    pub fn limits(&self, listeners: usize) -> weft_collector::listen::Limits {
+    pub fn limits(&self, listeners: usize) -> weft_receiver::listen::Limits {
         use std::time::Duration;
         let secs = |s: u64| Duration::from_secs(s.max(1));
-        weft_collector::listen::Limits {
+        weft_receiver::listen::Limits {
             header_read_timeout: secs(self.header_read_timeout_secs),
             body_idle_timeout: secs(self.body_idle_timeout_secs),
             body_timeout: secs(self.body_timeout_secs),
             idle_timeout: secs(self.idle_timeout_secs),
             max_connections: match self.max_connections {
-                0 => weft_collector::listen::default_max_connections(listeners),
+                0 => weft_receiver::listen::default_max_connections(listeners),
                 n => n,
             },
             http2_max_concurrent_streams: self.http2_max_concurrent_streams.max(1),
             http2_keepalive_interval: secs(self.http2_keepalive_interval_secs),
             http2_keepalive_timeout: secs(self.http2_keepalive_timeout_secs),
-            ..weft_collector::listen::Limits::default()
+            ..weft_receiver::listen::Limits::default()
         }
     }
 }

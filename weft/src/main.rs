@@ -316,7 +316,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `weft wal check`: the analysis of replay, read-only, as JSON lines and a summary.
 fn wal_check(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let report = weft_collector::wal::check(&data_dir.join("wal"))
+    let report = weft_storage::wal::check(&data_dir.join("wal"))
         .with_context(|| format!("reading the WAL of {}", data_dir.display()))?;
     for damage in &report.damage {
         println!("{}", serde_json::to_string(damage)?);
@@ -338,7 +338,7 @@ fn wal_check(data_dir: &std::path::Path) -> anyhow::Result<()> {
 fn run(role: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     init_logging();
     // Before any listener exists: their default connection caps derive from this limit.
-    match weft_collector::listen::raise_fd_limit() {
+    match weft_receiver::listen::raise_fd_limit() {
         Ok(limit) if limit.now > limit.before => tracing::info!(
             from = limit.before,
             to = limit.now,

@@ -20,9 +20,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
-use weft_collector::cluster::membership::Membership;
-use weft_collector::cluster::{ClusterView, MemberState};
-use weft_collector::ingest::Ingest;
+use weft_cluster::membership::Membership;
+use weft_cluster::{ClusterView, MemberState};
+use weft_ingest::Ingest;
 
 /// What a node knows about the cluster, for the operator view.
 #[derive(Clone)]

@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use weft_collector::sampling::SamplingConfig;
-use weft_collector::telemetry::Telemetry;
+use weft_sampling::SamplingConfig;
+use weft_telemetry::Telemetry;
 
 use crate::config::{ConfigSource, WeftConfig};
 

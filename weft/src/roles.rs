@@ -21,14 +21,14 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::sync::watch;
-use weft_collector::cluster::info::NodeInfoHandle;
-use weft_collector::cluster::membership::{Membership, Role};
-use weft_collector::cluster::{NodeInfo, node_data_dir};
-use weft_collector::ingest::Ingest;
-use weft_collector::telemetry::Telemetry;
+use weft_cluster::info::NodeInfoHandle;
+use weft_cluster::membership::{Membership, Role};
+use weft_cluster::{NodeInfo, node_data_dir};
 use weft_collector::{Collector, CollectorOptions};
+use weft_ingest::Ingest;
 use weft_query::QueryService;
 use weft_query::cluster::ClusterSource;
+use weft_telemetry::Telemetry;
 
 use crate::config::WeftConfig;
 use crate::operator;
@@ -91,10 +91,10 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_collector::receiver::http::router(collector.clone())
-        .merge(weft_collector::cluster::info::router(info.clone()))
-        .merge(weft_collector::cluster::snapshot::router(collector.clone()))
-        .merge(weft_collector::telemetry::route(telemetry))
+    let http = weft_receiver::http::router(collector.clone())
+        .merge(weft_cluster::info::router(info.clone()))
+        .merge(weft_collector::snapshot_server::router(collector.clone()))
+        .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "collector",
             &node_id,
@@ -164,8 +164,8 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_collector::receiver::http::router(ingest.clone())
-        .merge(weft_collector::telemetry::route(telemetry))
+    let http = weft_receiver::http::router(ingest.clone())
+        .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "ingest",
             &node_id,
@@ -255,11 +255,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 async fn serve(
-    listener: weft_collector::listen::Listener,
+    listener: weft_receiver::listen::Listener,
     router: Router,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    weft_collector::listen::serve_http(listener, router, stopped(stop)).await
+    weft_receiver::listen::serve_http(listener, router, stopped(stop)).await
 }
 
 /// The configured node id, or `<hostname>-<port>` of the node's main listener.

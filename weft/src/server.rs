@@ -8,7 +8,7 @@
 //!  :5433 pgwire ── Postgres protocol (psql) ──┘ (same read-only SQL path)
 //! ```
 //!
-//! Every listener goes through `weft_collector::listen` (header, body and idle timeouts,
+//! Every listener goes through `weft_receiver::listen` (header, body and idle timeouts,
 //! HTTP/2 limits, a connection cap that sheds the idle longest; see `[listen]`).
 
 use std::sync::Arc;
@@ -21,10 +21,10 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_collector::listen::{Limits, Listener, serve_http};
-use weft_collector::telemetry::Telemetry;
 use weft_collector::{Collector, CollectorOptions};
 use weft_query::QueryService;
+use weft_receiver::listen::{Limits, Listener, serve_http};
+use weft_telemetry::Telemetry;
 
 use crate::config::WeftConfig;
 
@@ -75,7 +75,10 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             .reload_sampling(sampling)
             .map_err(|e| e.to_string())
     });
-    let query = Arc::new(QueryService::new(collector.clone(), config.query.clone())?);
+    let query = Arc::new(QueryService::new(
+        collector.store().clone(),
+        config.query.clone(),
+    )?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
     let rollups = weft_query::metrics::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
@@ -98,8 +101,8 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
 
     let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
     // Own metrics on the OTLP/HTTP port: on the query port `/metrics` is the viewer's page.
-    let otlp_http = weft_collector::receiver::http::router(collector.clone())
-        .merge(weft_collector::telemetry::route(telemetry))
+    let otlp_http = weft_receiver::http::router(collector.clone())
+        .merge(weft_telemetry::route(telemetry))
         .merge(health_routes(health.clone()));
     let postgres =
         weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
@@ -156,12 +159,12 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
 /// `shutdown` resolves.
 /// Served like every HTTP listener ([`serve_http`]: timeouts, HTTP/2 limits, connection
 /// cap), so gRPC clients get the same protection as HTTP ones.
-pub(crate) fn otlp_grpc_server<S: weft_collector::receiver::OtlpSink>(
+pub(crate) fn otlp_grpc_server<S: weft_receiver::OtlpSink>(
     sink: Arc<S>,
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
-    let (traces, metrics, logs) = weft_collector::receiver::grpc::services(sink);
+    let (traces, metrics, logs) = weft_receiver::grpc::services(sink);
     let routes = tonic::service::Routes::new(traces)
         .add_service(metrics)
         .add_service(logs);

@@ -20,7 +20,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
-use weft_collector::cluster::snapshot::SnapshotRequest;
+use weft_cluster::snapshot::SnapshotRequest;
 use weft_schemas::Table;
 
 use super::ClusterSource;

@@ -16,7 +16,7 @@ use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weft_collector::cluster::{ClusterView, Member, MemberState, node_data_dir, snapshot};
+use weft_cluster::{ClusterView, Member, MemberState, node_data_dir};
 use weft_collector::config::{SyncPolicy, WalConfig};
 use weft_collector::{Collector, CollectorConfig, Format};
 use weft_schemas::{Table, columns};
@@ -48,7 +48,7 @@ async fn serve(collector: Arc<Collector>) -> (SocketAddr, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        axum::serve(listener, snapshot::router(collector))
+        axum::serve(listener, weft_collector::snapshot_server::router(collector))
             .await
             .unwrap();
     });

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
+use ts_rs::TS;
 
 use super::DependencyLink;
 pub(crate) use crate::span_scan::STATUS_ERROR;
@@ -33,7 +34,7 @@ pub(crate) fn is_callee(kind: i8) -> bool {
 }
 
 /// Which end of an edge is not an instrumented service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum VirtualNode {
     /// `user`: the caller of a root server (or consumer) span.
@@ -43,7 +44,7 @@ pub enum VirtualNode {
 }
 
 /// Request/response (CLIENT → SERVER) or messaging (PRODUCER → CONSUMER).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     Request,
@@ -261,7 +262,7 @@ impl Partial {
 }
 
 /// `GET /api/v1/dependencies`: who calls whom in `[start_ns, end_ns)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct ServiceGraph {
     pub start_ns: i64,
     pub end_ns: i64,
@@ -270,7 +271,7 @@ pub struct ServiceGraph {
 }
 
 /// A service, or a virtual node (`user`, an uninstrumented peer) that only edges name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, TS)]
 pub struct Node {
     pub service: String,
     /// No span of this name's service was seen: it exists only as an edge end.
@@ -299,7 +300,7 @@ impl Node {
 }
 
 /// Calls from `client` to `server`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
 pub struct Edge {
     pub client: String,
     pub server: String,
@@ -323,7 +324,7 @@ pub struct Edge {
 }
 
 /// Weighted percentiles from a [`LogSketch`] (relative error ≤ 1/128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 pub struct Percentiles {
     pub p50: i64,
     pub p95: i64,

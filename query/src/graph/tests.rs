@@ -35,7 +35,7 @@ impl Harness {
             ..Default::default()
         };
         let collector = Collector::open(config).unwrap();
-        let service = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
         Self {
             _dir: dir,
             collector,

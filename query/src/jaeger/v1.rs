@@ -39,8 +39,9 @@ const DEFAULT_DEPENDENCY_LOOKBACK_NS: i64 = 24 * 3_600_000_000_000;
 const MICROSECOND_NS: i64 = 1_000;
 const MILLISECOND_NS: i64 = 1_000_000;
 
-#[derive(Debug, Serialize)]
-pub(super) struct Envelope<T> {
+/// Jaeger's answer envelope (`/api/services`, `/api/operations`, …).
+#[derive(Debug, Serialize, ts_rs::TS)]
+pub(crate) struct Envelope<T> {
     data: T,
     total: usize,
     limit: usize,
@@ -48,12 +49,14 @@ pub(super) struct Envelope<T> {
     errors: Option<Vec<EnvelopeError>>,
 }
 
-#[derive(Debug, Serialize)]
-struct EnvelopeError {
+#[derive(Debug, Serialize, ts_rs::TS)]
+pub(crate) struct EnvelopeError {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     code: Option<u16>,
     msg: String,
     #[serde(rename = "traceID", skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     trace_id: Option<String>,
 }
 
@@ -165,8 +168,9 @@ pub(super) async fn service_operations(
     Ok(reply(Envelope::counted(names)))
 }
 
-#[derive(Debug, Serialize)]
-pub(super) struct Operation {
+/// One operation of `GET /api/operations`.
+#[derive(Debug, Serialize, ts_rs::TS)]
+pub(crate) struct Operation {
     name: String,
     #[serde(rename = "spanKind")]
     span_kind: &'static str,

@@ -175,7 +175,7 @@ pub(super) fn merge_ops(outputs: Vec<OpsOutput>) -> OpsOutput {
 }
 
 /// One row of the operations table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct OperationStats {
     pub service: String,
     pub operation: String,
@@ -342,7 +342,7 @@ impl Worker for ReportWorker {
 }
 
 /// The latency of one service (or one of its operations) over one window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct LatencyReport {
     pub start_ns: i64,
     pub end_ns: i64,
@@ -362,7 +362,7 @@ pub struct LatencyReport {
 }
 
 /// Weighted percentiles (relative error ≤ 1/128) and the exact extremes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 pub struct Quantiles {
     pub p50: i64,
     pub p90: i64,
@@ -386,7 +386,7 @@ impl Quantiles {
 }
 
 /// Spans with a duration in `[lower_ns, upper_ns)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct HistogramBucket {
     pub lower_ns: i64,
     pub upper_ns: i64,
@@ -396,7 +396,7 @@ pub struct HistogramBucket {
 }
 
 /// One step of the series: spans starting in `[start_ns, start_ns + step)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct StepPoint {
     pub start_ns: i64,
     pub count: f64,

@@ -26,6 +26,9 @@
 //!           (header x-weft-resolution: 1h,raw; resolution=raw reads raw points only)
 //! ```
 //!
+//!  GET /api/v1/metrics/heatmap       ─> the same params and Engine, bucket increases per step
+//!                                       instead of a quantile (see [`heatmap`])
+//!
 //! User input never becomes SQL text: every filter is a DataFusion `Expr` with literals.
 //! `match[key]=value` and `group_by=key` name point attributes; the key `service_name`
 //! means the resource's service. Times and `step` are the native grammar of
@@ -51,7 +54,6 @@ use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
-use serde_json::{Value, json};
 use weft_schemas::Table;
 use weft_schemas::columns::*;
 use weft_schemas::metrics::metric_type;
@@ -64,6 +66,8 @@ use super::points::column;
 use super::rollup;
 use crate::params::{parse_instant, parse_positive_duration};
 use crate::{Error, QueryService, Result};
+
+pub mod heatmap;
 
 /// Most buckets one range query may ask for (as Prometheus).
 pub const MAX_STEPS: i64 = 11_000;
@@ -78,7 +82,17 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .route("/api/v1/metrics", get(list))
         .route("/api/v1/metrics/series", get(series))
         .route("/api/v1/metrics/query_range", get(query_range))
+        .route("/api/v1/metrics/heatmap", get(heatmap_handler))
         .with_state(service)
+}
+
+async fn heatmap_handler(
+    State(service): State<Arc<QueryService>>,
+    query: Pairs,
+) -> Result<axum::Json<heatmap::Heatmap>> {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let query = heatmap::parse_heatmap_query(&pairs(query)?, now)?;
+    Ok(axum::Json(heatmap::heatmap(&service, &query).await?))
 }
 
 type Pairs = std::result::Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -134,6 +148,16 @@ pub enum Agg {
     Count,
     Rate,
     HistogramQuantile(f64),
+    /// The merged bucket-count increases themselves (the heatmap, [`heatmap`]): no
+    /// scalar per bucket, read with [`Engine::finish_histograms`].
+    Buckets,
+}
+
+impl Agg {
+    /// Whether the engine reads histogram buckets for this aggregation.
+    fn reads_histograms(self) -> bool {
+        matches!(self, Agg::HistogramQuantile(_) | Agg::Buckets)
+    }
 }
 
 /// The parameters every endpoint shares.
@@ -174,7 +198,7 @@ impl RangeQuery {
     /// the point before a bucket to know its increase, so those reads start one step early.
     pub fn lookback(&self) -> i64 {
         match self.agg {
-            Agg::Rate | Agg::HistogramQuantile(_) => self.step,
+            Agg::Rate | Agg::HistogramQuantile(_) | Agg::Buckets => self.step,
             _ => 0,
         }
     }
@@ -389,23 +413,94 @@ fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-fn map_row(map: &MapArray, row: usize) -> Result<Value> {
+fn map_row(map: &MapArray, row: usize) -> Result<Labels> {
     let entries = map.value(row);
     let keys = arrow::compute::cast(entries.column(0), &DataType::Utf8)
         .map_err(|e| Error::Execution(e.to_string()))?;
     let values = arrow::compute::cast(entries.column(1), &DataType::Utf8)
         .map_err(|e| Error::Execution(e.to_string()))?;
     let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
-    let mut out = serde_json::Map::new();
+    let mut out = Labels::new();
     for i in 0..keys.len() {
-        let value = if values.is_null(i) {
-            Value::Null
-        } else {
-            Value::from(values.value(i))
-        };
+        let value = (!values.is_null(i)).then(|| values.value(i).to_owned());
         out.insert(keys.value(i).to_owned(), value);
     }
-    Ok(Value::Object(out))
+    Ok(out)
+}
+
+// ---- response types (their TypeScript twins are generated: see `crate::api_types`) ----------
+
+/// Attribute (or group) names and values; `null` for a missing value.
+pub type Labels = BTreeMap<String, Option<String>>;
+
+/// The answer to `GET /api/v1/metrics`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct MetricList {
+    pub metrics: Vec<MetricInfo>,
+}
+
+/// One metric (name and type) in [`MetricList`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `gauge`, `sum`, `histogram`, `exponential_histogram` or `summary`.
+    #[serde(rename = "type")]
+    pub metric_type: String,
+    pub unit: Option<String>,
+    pub description: Option<String>,
+    pub series: i64,
+    pub points: i64,
+}
+
+/// The answer to `GET /api/v1/metrics/series`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct SeriesList {
+    pub series: Vec<SeriesInfo>,
+    /// More series matched than `query.max_result_rows`.
+    pub truncated: bool,
+}
+
+/// One series of a metric, with its latest attributes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct SeriesInfo {
+    /// A string: JSON numbers lose precision above 2^53.
+    pub series_id: String,
+    pub service_name: Option<String>,
+    pub attributes: Labels,
+    pub resource_attributes: Labels,
+    /// RFC 3339.
+    pub first_time: String,
+    pub last_time: String,
+    pub points: i64,
+}
+
+/// The answer to `GET /api/v1/metrics/query_range`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct RangeResponse {
+    pub metric: String,
+    /// The metric's type; `null` when nothing matched.
+    #[serde(rename = "type")]
+    pub metric_type: Option<String>,
+    pub start: String,
+    pub end: String,
+    pub step_seconds: f64,
+    /// The sources read, coarsest first (`1h`, `1m`, `raw`).
+    pub resolution: Vec<String>,
+    pub series: Vec<RangeSeries>,
+}
+
+/// One group of a range query: its `group_by` values and one point per non-empty bucket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct RangeSeries {
+    pub group: Labels,
+    pub points: Vec<RangePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, ts_rs::TS)]
+pub struct RangePoint {
+    /// RFC 3339: the bucket's start.
+    pub time: String,
+    pub value: f64,
 }
 
 /// The name of a `metric_type` value.
@@ -451,17 +546,17 @@ async fn list(State(service): State<Arc<QueryService>>, query: Pairs) -> Result<
         let series: &arrow::array::Int64Array = column(batch, "series")?;
         let points: &arrow::array::Int64Array = column(batch, "points")?;
         for row in 0..batch.num_rows() {
-            metrics.push(json!({
-                "name": names.value(row),
-                "type": metric_type_name(types.value(row)),
-                "unit": opt_string(&units, row),
-                "description": opt_string(&descriptions, row),
-                "series": series.value(row),
-                "points": points.value(row),
-            }));
+            metrics.push(MetricInfo {
+                name: names.value(row).to_owned(),
+                metric_type: metric_type_name(types.value(row)).to_owned(),
+                unit: opt_string(&units, row),
+                description: opt_string(&descriptions, row),
+                series: series.value(row),
+                points: points.value(row),
+            });
         }
     }
-    Ok(axum::Json(json!({ "metrics": metrics })).into_response())
+    Ok(axum::Json(MetricList { metrics }).into_response())
 }
 
 // ---- GET /api/v1/metrics/series -------------------------------------------------------------
@@ -502,21 +597,24 @@ async fn series(State(service): State<Arc<QueryService>>, query: Pairs) -> Resul
         let last: &TimestampNanosecondArray = column(batch, "last_time")?;
         let points: &arrow::array::Int64Array = column(batch, "points")?;
         for row in 0..batch.num_rows() {
-            out.push(json!({
-                // A string: JSON numbers lose precision above 2^53.
-                "series_id": ids.value(row).to_string(),
-                "service_name": opt_string(&services, row),
-                "attributes": map_row(attributes, row)?,
-                "resource_attributes": map_row(resources, row)?,
-                "first_time": rfc3339(first.value(row)),
-                "last_time": rfc3339(last.value(row)),
-                "points": points.value(row),
-            }));
+            out.push(SeriesInfo {
+                series_id: ids.value(row).to_string(),
+                service_name: opt_string(&services, row),
+                attributes: map_row(attributes, row)?,
+                resource_attributes: map_row(resources, row)?,
+                first_time: rfc3339(first.value(row)),
+                last_time: rfc3339(last.value(row)),
+                points: points.value(row),
+            });
         }
     }
     let truncated = out.len() > limit;
     out.truncate(limit);
-    Ok(axum::Json(json!({ "series": out, "truncated": truncated })).into_response())
+    Ok(axum::Json(SeriesList {
+        series: out,
+        truncated,
+    })
+    .into_response())
 }
 
 // ---- GET /api/v1/metrics/query_range --------------------------------------------------------
@@ -528,32 +626,34 @@ async fn query_range(State(service): State<Arc<QueryService>>, query: Pairs) -> 
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
     let query = parse_range_query(&pairs(query)?, now)?;
     let answer = range(&service, &query).await?;
-    let series: Vec<Value> = answer
+    let series = answer
         .series
         .into_iter()
-        .map(|(group, points)| {
-            let group: serde_json::Map<String, Value> = query
+        .map(|(group, points)| RangeSeries {
+            group: query
                 .group_by
                 .iter()
                 .zip(group)
-                .map(|(label, value)| (label.name().to_owned(), Value::from(value)))
-                .collect();
-            let points: Vec<Value> = points
+                .map(|(label, value)| (label.name().to_owned(), value))
+                .collect(),
+            points: points
                 .into_iter()
-                .map(|(t, v)| json!({ "time": rfc3339(t), "value": v }))
-                .collect();
-            json!({ "group": group, "points": points })
+                .map(|(t, value)| RangePoint {
+                    time: rfc3339(t),
+                    value,
+                })
+                .collect(),
         })
         .collect();
-    let mut response = axum::Json(json!({
-        "metric": query.metric,
-        "type": answer.metric_type.map(metric_type_name),
-        "start": rfc3339(query.start),
-        "end": rfc3339(query.end),
-        "step_seconds": query.step as f64 / 1e9,
-        "resolution": answer.resolution,
-        "series": series,
-    }))
+    let mut response = axum::Json(RangeResponse {
+        metric: query.metric.clone(),
+        metric_type: answer.metric_type.map(|t| metric_type_name(t).to_owned()),
+        start: rfc3339(query.start),
+        end: rfc3339(query.end),
+        step_seconds: query.step as f64 / 1e9,
+        resolution: answer.resolution.iter().map(|r| (*r).to_owned()).collect(),
+        series,
+    })
     .into_response();
     if let Ok(value) = http::HeaderValue::from_str(&answer.resolution.join(",")) {
         response.headers_mut().insert(RESOLUTION_HEADER, value);
@@ -580,102 +680,112 @@ pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAn
     let timeout_secs = service.config().timeout_secs;
     let max_points = service.config().max_result_rows;
     let run = async {
-        let window = (query.start.saturating_sub(query.lookback()), query.end);
-        let plan = match query.resolution {
-            ResolutionMode::Raw => rollup::SourcePlan::raw_only(window),
-            ResolutionMode::Auto => {
-                rollup::plan_sources(service, window, query.start, query.step).await?
-            }
-        };
-        let ctx = service.session()?;
-        let quantile = matches!(query.agg, Agg::HistogramQuantile(_));
-        let groups: Vec<Expr> = query
-            .group_by
-            .iter()
-            .enumerate()
-            .map(|(i, label)| label.expr().alias(format!("g{i}")))
-            .collect();
-        let mut inputs = Vec::new();
-        if !plan.raw.is_empty() {
-            let mut projection = vec![
-                col(SERIES_ID),
-                col(METRIC_TYPE),
-                col(AGGREGATION_TEMPORALITY),
-                col(START_TIME),
-                col(TIME),
-                coalesce(vec![
-                    col(VALUE_DOUBLE),
-                    cast(col(VALUE_INT), DataType::Float64),
-                ])
-                .alias("value"),
-                col(COUNT),
-            ];
-            if quantile {
-                projection.extend(HIST_COLUMNS.map(col));
-            }
-            projection.extend(groups.iter().cloned());
-            let df = matching(ctx.table(Table::Metrics.name()).await?, query)?;
-            let stream = within(df, &plan.raw)?
-                .select(projection)?
-                .sort(vec![
-                    col(SERIES_ID).sort(true, true),
-                    col(TIME).sort(true, true),
-                ])?
-                .execute_stream()
-                .await?;
-            inputs.push(Input::new(stream, Source::Raw, plan.raw.clone()));
-        }
-        for source in &plan.rollups {
-            let table =
-                rollup::RollupTable::with_files(service, source.resolution, source.files.clone());
-            let df = matching(ctx.read_table(Arc::new(table))?, query)?;
-            let mut projection: Vec<Expr> = [
-                SERIES_ID,
-                METRIC_TYPE,
-                AGGREGATION_TEMPORALITY,
-                TIME,
-                rollup::columns::FIRST_TIME,
-                rollup::columns::LAST_TIME,
-                rollup::columns::POINTS,
-                rollup::columns::FIRST_START_TIME,
-                rollup::columns::LAST_START_TIME,
-                rollup::columns::SUM,
-                rollup::columns::FIRST_VALUE,
-                rollup::columns::LAST_VALUE,
-                rollup::columns::INCREASE,
-                rollup::columns::COUNT,
-                rollup::columns::FIRST_COUNT,
-                rollup::columns::LAST_COUNT,
-            ]
-            .map(col)
-            .to_vec();
-            if quantile {
-                projection.extend(rollup::columns::HISTOGRAMS.map(col));
-            }
-            projection.extend(groups.iter().cloned());
-            let stream = within(df, &source.intervals)?
-                .select(projection)?
-                .sort(vec![
-                    col(SERIES_ID).sort(true, true),
-                    col(TIME).sort(true, true),
-                    col(rollup::columns::FIRST_TIME).sort(true, true),
-                ])?
-                .execute_stream()
-                .await?;
-            inputs.push(Input::new(stream, Source::Rollup, source.intervals.clone()));
-        }
-        let mut engine = Engine::new(query);
-        merge_into(&mut engine, inputs).await?;
+        let (engine, resolution) = run_engine(service, query).await?;
         let (metric_type, series) = engine.finish(max_points)?;
         Ok::<_, Error>(RangeAnswer {
             metric_type,
             series,
-            resolution: plan.names(),
+            resolution,
         })
     };
     tokio::time::timeout(Duration::from_secs(timeout_secs), run)
         .await
         .map_err(|_| Error::Timeout(timeout_secs))?
+}
+
+/// Reads the points (and rollup rows) of `query` into an [`Engine`]; returns it with the
+/// sources read. The caller bounds the time.
+async fn run_engine(
+    service: &QueryService,
+    query: &RangeQuery,
+) -> Result<(Engine, Vec<&'static str>)> {
+    let window = (query.start.saturating_sub(query.lookback()), query.end);
+    let plan = match query.resolution {
+        ResolutionMode::Raw => rollup::SourcePlan::raw_only(window),
+        ResolutionMode::Auto => {
+            rollup::plan_sources(service, window, query.start, query.step).await?
+        }
+    };
+    let ctx = service.session()?;
+    let quantile = query.agg.reads_histograms();
+    let groups: Vec<Expr> = query
+        .group_by
+        .iter()
+        .enumerate()
+        .map(|(i, label)| label.expr().alias(format!("g{i}")))
+        .collect();
+    let mut inputs = Vec::new();
+    if !plan.raw.is_empty() {
+        let mut projection = vec![
+            col(SERIES_ID),
+            col(METRIC_TYPE),
+            col(AGGREGATION_TEMPORALITY),
+            col(START_TIME),
+            col(TIME),
+            coalesce(vec![
+                col(VALUE_DOUBLE),
+                cast(col(VALUE_INT), DataType::Float64),
+            ])
+            .alias("value"),
+            col(COUNT),
+        ];
+        if quantile {
+            projection.extend(HIST_COLUMNS.map(col));
+        }
+        projection.extend(groups.iter().cloned());
+        let df = matching(ctx.table(Table::Metrics.name()).await?, query)?;
+        let stream = within(df, &plan.raw)?
+            .select(projection)?
+            .sort(vec![
+                col(SERIES_ID).sort(true, true),
+                col(TIME).sort(true, true),
+            ])?
+            .execute_stream()
+            .await?;
+        inputs.push(Input::new(stream, Source::Raw, plan.raw.clone()));
+    }
+    for source in &plan.rollups {
+        let table =
+            rollup::RollupTable::with_files(service, source.resolution, source.files.clone());
+        let df = matching(ctx.read_table(Arc::new(table))?, query)?;
+        let mut projection: Vec<Expr> = [
+            SERIES_ID,
+            METRIC_TYPE,
+            AGGREGATION_TEMPORALITY,
+            TIME,
+            rollup::columns::FIRST_TIME,
+            rollup::columns::LAST_TIME,
+            rollup::columns::POINTS,
+            rollup::columns::FIRST_START_TIME,
+            rollup::columns::LAST_START_TIME,
+            rollup::columns::SUM,
+            rollup::columns::FIRST_VALUE,
+            rollup::columns::LAST_VALUE,
+            rollup::columns::INCREASE,
+            rollup::columns::COUNT,
+            rollup::columns::FIRST_COUNT,
+            rollup::columns::LAST_COUNT,
+        ]
+        .map(col)
+        .to_vec();
+        if quantile {
+            projection.extend(rollup::columns::HISTOGRAMS.map(col));
+        }
+        projection.extend(groups.iter().cloned());
+        let stream = within(df, &source.intervals)?
+            .select(projection)?
+            .sort(vec![
+                col(SERIES_ID).sort(true, true),
+                col(TIME).sort(true, true),
+                col(rollup::columns::FIRST_TIME).sort(true, true),
+            ])?
+            .execute_stream()
+            .await?;
+        inputs.push(Input::new(stream, Source::Rollup, source.intervals.clone()));
+    }
+    let mut engine = Engine::new(query);
+    merge_into(&mut engine, inputs).await?;
+    Ok((engine, plan.names()))
 }
 
 const HIST_COLUMNS: [&str; 9] = [
@@ -1115,7 +1225,7 @@ impl Engine {
                 };
                 increase.map(Sample::Sum)
             }
-            Agg::HistogramQuantile(_) => {
+            Agg::HistogramQuantile(_) | Agg::Buckets => {
                 let delta = point.is_delta();
                 let Some(hist) = point.hist else {
                     return Ok(());
@@ -1169,7 +1279,7 @@ impl Engine {
                     }
                 }
             }
-            Agg::HistogramQuantile(_) => {
+            Agg::HistogramQuantile(_) | Agg::Buckets => {
                 if delta {
                     s.hist.map(Sample::Hist)
                 } else {
@@ -1253,7 +1363,7 @@ impl Engine {
                 matches!(t, metric_type::GAUGE | metric_type::SUM)
             }
             Agg::Rate => t != metric_type::GAUGE,
-            Agg::HistogramQuantile(_) => {
+            Agg::HistogramQuantile(_) | Agg::Buckets => {
                 matches!(
                     t,
                     metric_type::HISTOGRAM | metric_type::EXPONENTIAL_HISTOGRAM
@@ -1266,6 +1376,7 @@ impl Engine {
         let hint = match self.agg {
             Agg::Rate => "rate needs a sum, histogram or summary",
             Agg::HistogramQuantile(_) => "histogram_quantile needs a histogram",
+            Agg::Buckets => "a heatmap needs a histogram",
             _ => {
                 "sum, avg, min, max and count need a gauge or sum (use rate or histogram_quantile)"
             }
@@ -1286,7 +1397,9 @@ impl Engine {
         let values: &Float64Array = column(batch, "value")?;
         let counts: &UInt64Array = column(batch, COUNT)?;
         let groups = self.group_columns(batch)?;
-        let hist = matches!(self.agg, Agg::HistogramQuantile(_))
+        let hist = self
+            .agg
+            .reads_histograms()
             .then(|| HistColumns::new(batch))
             .transpose()?;
         let mut items = Vec::with_capacity(batch.num_rows());
@@ -1335,7 +1448,9 @@ impl Engine {
         let first_counts: &UInt64Array = column(batch, rc::FIRST_COUNT)?;
         let last_counts: &UInt64Array = column(batch, rc::LAST_COUNT)?;
         let groups = self.group_columns(batch)?;
-        let hists = matches!(self.agg, Agg::HistogramQuantile(_))
+        let hists = self
+            .agg
+            .reads_histograms()
             .then(|| {
                 rc::HISTOGRAMS
                     .iter()
@@ -1437,6 +1552,7 @@ impl Engine {
                             Agg::Count => Some(acc.n as f64),
                             Agg::Rate => Some(acc.sum / step_secs),
                             Agg::HistogramQuantile(q) => acc.hist.and_then(|h| h.quantile(q)),
+                            Agg::Buckets => None,
                         }?;
                         // JSON has no NaN or infinity.
                         value
@@ -1450,6 +1566,44 @@ impl Engine {
         Ok((self.metric_type, series))
     }
 }
+
+impl Engine {
+    /// For [`Agg::Buckets`]: per group, the merged bucket-count increase of each
+    /// non-empty step bucket, `(bucket start ns, histogram)`. Fails when the result would
+    /// hold more than `max_cells` (bucket, histogram bucket) cells.
+    pub fn finish_histograms(mut self, max_cells: usize) -> Result<(Option<i8>, HistSeries)> {
+        self.flush();
+        let cells: usize = self
+            .groups
+            .values()
+            .flat_map(|b| b.values())
+            .map(|acc| acc.hist.as_ref().map_or(0, |h| h.buckets.len()))
+            .sum();
+        if cells > max_cells {
+            return Err(Error::BadRequest(format!(
+                "the result would have {cells} cells, more than query.max_result_rows \
+                 ({max_cells}): use a larger step or a shorter range"
+            )));
+        }
+        let series = self
+            .groups
+            .into_iter()
+            .map(|(group, buckets)| {
+                let hists = buckets
+                    .into_iter()
+                    .filter_map(|(bucket, acc)| {
+                        acc.hist.map(|h| (self.start + bucket * self.step, h))
+                    })
+                    .collect();
+                (group, hists)
+            })
+            .collect();
+        Ok((self.metric_type, series))
+    }
+}
+
+/// Groups with their histograms: `(time ns, merged increase)` per non-empty bucket.
+pub type HistSeries = Vec<(Vec<Option<String>>, Vec<(i64, Hist)>)>;
 
 fn combine(a: Sample, b: Sample) -> Sample {
     match (a, b) {

@@ -210,7 +210,7 @@ pub struct RollupStats {
 /// Where rollup files of `service` live: `<root>/rollups/v1`.
 pub(crate) fn files_of(service: &QueryService) -> store::RollupFiles {
     let root = match service.source() {
-        DataSource::Local(collector) => collector.store().data_dir().to_path_buf(),
+        DataSource::Local(store) => store.data_dir().to_path_buf(),
         DataSource::Cluster(source) => source.storage_root().to_path_buf(),
     };
     store::RollupFiles::new(&root)

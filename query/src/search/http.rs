@@ -37,7 +37,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+#[cfg(test)]
+use serde_json::Value;
+use ts_rs::TS;
 
 use super::{
     AttributeCondition, AttributeScope, Cursor, DEFAULT_LIMIT, SearchPage, SearchRequest, SpanKind,
@@ -79,17 +82,87 @@ pub(super) fn router(service: Arc<QueryService>) -> Router {
 async fn handle(
     State(service): State<Arc<QueryService>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SearchResponse>> {
     let Query(pairs) = query
         .map_err(|e| Error::BadRequest(format!("malformed query string: {}", e.body_text())))?;
     let request = request_from(&Params(pairs))?;
     let page = search(&service, &request).await?;
-    let mut body = page_json(&page);
+    let mut body = SearchResponse::from(&page);
     let warnings = crate::warnings::current();
     if !warnings.is_empty() {
-        body["warnings"] = json!(warnings);
+        body.warnings = Some(warnings);
     }
     Ok(Json(body))
+}
+
+/// The answer to `GET /api/v1/search`.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct SearchResponse {
+    /// Newest first.
+    pub traces: Vec<SearchTrace>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// What makes the answer partial (a collector that did not answer); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub warnings: Option<Vec<String>>,
+}
+
+/// One trace of a search answer.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct SearchTrace {
+    pub trace_id: String,
+    pub root_service: Option<String>,
+    pub root_operation: Option<String>,
+    /// RFC 3339 with nanoseconds.
+    pub start_time: String,
+    /// A string, as in OTLP/JSON: nanosecond timestamps exceed JavaScript's safe integers.
+    pub start_time_unix_nano: String,
+    pub duration_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    /// Spans per service, most spans first, then by name.
+    pub services: Vec<ServiceSpans>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ServiceSpans {
+    pub service: String,
+    pub span_count: u64,
+}
+
+impl From<&SearchPage> for SearchResponse {
+    fn from(page: &SearchPage) -> Self {
+        Self {
+            traces: page.traces.iter().map(SearchTrace::from).collect(),
+            next_cursor: page.next_cursor.map(|c| c.encode()),
+            warnings: None,
+        }
+    }
+}
+
+impl From<&TraceSummary> for SearchTrace {
+    fn from(trace: &TraceSummary) -> Self {
+        let root = trace.root.as_ref();
+        Self {
+            trace_id: hex::encode(trace.trace_id),
+            root_service: root.map(|r| r.service.clone()),
+            root_operation: root.map(|r| r.operation.clone()),
+            start_time: format_instant(trace.start_ns),
+            start_time_unix_nano: trace.start_ns.to_string(),
+            duration_ns: trace.duration_ns,
+            span_count: trace.span_count,
+            error_count: trace.error_count,
+            services: trace
+                .services
+                .iter()
+                .map(|(service, spans)| ServiceSpans {
+                    service: service.clone(),
+                    span_count: *spans,
+                })
+                .collect(),
+        }
+    }
 }
 
 pub(crate) fn request_from(params: &Params) -> Result<SearchRequest> {
@@ -171,36 +244,16 @@ fn parse_count(name: &str, text: &str) -> Result<u64> {
         .map_err(|_| Error::BadRequest(format!("{name}: {text:?} is not a non-negative integer")))
 }
 
+#[cfg(test)]
 fn page_json(page: &SearchPage) -> Value {
-    json!({
-        "traces": page.traces.iter().map(trace_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor.map(|c| c.encode()),
-    })
-}
-
-fn trace_json(trace: &TraceSummary) -> Value {
-    let root = trace.root.as_ref();
-    json!({
-        "trace_id": hex::encode(trace.trace_id),
-        "root_service": root.map(|r| r.service.as_str()),
-        "root_operation": root.map(|r| r.operation.as_str()),
-        "start_time": format_instant(trace.start_ns),
-        // A string, as in OTLP/JSON: nanosecond timestamps exceed JavaScript's safe integers.
-        "start_time_unix_nano": trace.start_ns.to_string(),
-        "duration_ns": trace.duration_ns,
-        "span_count": trace.span_count,
-        "error_count": trace.error_count,
-        "services": trace.services.iter().map(|(service, spans)| json!({
-            "service": service,
-            "span_count": spans,
-        })).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(SearchResponse::from(page)).expect("a search page serializes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::{AttributeOp, RootSpan};
+    use serde_json::json;
 
     fn params(query: &[(&str, &str)]) -> Params {
         Params::from_pairs(query)

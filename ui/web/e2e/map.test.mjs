@@ -3,7 +3,7 @@
 // 300-service graph free of overlapping nodes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FACTS, openPage } from "./harness.mjs";
+import { BASE, FACTS, openPage } from "./harness.mjs";
 
 // The demo's traffic with a margin on both sides: the big and the critical trace are sent
 // just after the generated traffic.
@@ -37,6 +37,33 @@ test("every generated edge and the critical trace's calls are drawn", async () =
   const title = await edge(page, "frontend", "api-gateway").locator("title").textContent();
   assert.match(title, /frontend → api-gateway\n\d[\d.k]* calls/);
   await done("map-edges");
+});
+
+async function api(path) {
+  const res = await fetch(BASE + path);
+  assert.equal(res.status, 200, path);
+  return res.json();
+}
+
+test("edges carry the counts the server computed: calls and parent → child pairs", async () => {
+  const range = `start=${encodeURIComponent(START)}&end=${encodeURIComponent(END)}`;
+  const graph = await api(`/api/v1/dependencies?${range}`);
+  const { links } = await api(`/api/v1/dependencies/links?${range}`);
+  const { page, done } = await openPage(MAP);
+  await page.locator("svg .map-node").first().waitFor();
+  // A pair only seen as parent → child spans: drawn with the server's count.
+  const link = links.find((l) => l.parent === "shop-web" && l.child === "auth-svc");
+  assert.ok(link && link.call_count > 0, JSON.stringify(links));
+  const drawnLink = edge(page, "shop-web", "auth-svc");
+  assert.equal(Number(await drawnLink.getAttribute("data-calls")), link.call_count);
+  assert.match(await drawnLink.locator("title").textContent(), /shop-web → auth-svc/);
+  // A client → server edge: the calls of its kinds, as /api/v1/dependencies counted them.
+  const calls = graph.edges
+    .filter((e) => e.client === "frontend" && e.server === "api-gateway")
+    .reduce((n, e) => n + e.calls, 0);
+  assert.ok(calls > 0);
+  assert.equal(Number(await edge(page, "frontend", "api-gateway").getAttribute("data-calls")), calls);
+  await done("map-server-counts");
 });
 
 test("without parent → child pairs only client → server calls are drawn", async () => {

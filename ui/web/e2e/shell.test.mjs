@@ -17,6 +17,37 @@ test("navigation reaches every page without errors", async () => {
   await done("shell");
 });
 
+test("the landing address draws the search page", async () => {
+  // The address `weft up` prints. The page must draw the search form and the demo's data,
+  // not only end on the right URL.
+  const { page, done } = await openPage("/");
+  await page.getByRole("heading", { name: "Search traces", level: 1 }).waitFor();
+  await page.getByRole("button", { name: "Search", exact: true }).waitFor();
+  // The service list is filled from the server: every demo service is offered.
+  const service = page.locator("#search-service");
+  await page.waitForFunction(
+    (n) => document.querySelectorAll("#search-service option").length > n,
+    FACTS.generated.services.length,
+  );
+  const offered = await service.locator("option").allTextContents();
+  for (const name of FACTS.generated.services) assert.ok(offered.includes(name), `${name} offered: ${offered}`);
+  // The default search (the last hour) ran and its answer is drawn: the demo data was sent
+  // minutes ago, so there are rows, as many as the summary says.
+  const summary = page.locator("#search-summary");
+  await page.waitForFunction(() => (document.querySelector("#search-summary")?.textContent ?? "").trim() !== "");
+  const text = (await summary.textContent()).trim();
+  assert.match(text, /^\d+ traces?(, more available)?\.$/, text);
+  const listed = await page.locator("table.search-results tbody tr").count();
+  const n = Number(/^\d+/.exec(text)?.[0] ?? 0);
+  assert.ok(n > 0, text);
+  assert.equal(listed, n, `rows drawn vs "${text}"`);
+  assert.match(await page.locator("table.search-results tbody tr").first().textContent(), /\S/);
+  // The navigation marks Search as the current page.
+  const current = page.getByRole("navigation", { name: "Main" }).locator('[aria-current="page"]');
+  assert.equal(await current.textContent(), "Search");
+  await done("shell-landing");
+});
+
 test("the trace-ID box opens the trace", async () => {
   const { page, done } = await openPage("/search");
   const id = FACTS.critical_trace.trace.id;

@@ -17,15 +17,18 @@ const NAV: [string, string][] = [
   ["/sql", "SQL"],
 ];
 
+// The landing address (`weft up` prints it) is the search page. The URL is rewritten before
+// the first render, so the router starts on /search and no navigation happens while a
+// component renders (its listeners would not exist yet and the page would stay empty).
+if (window.location.pathname === "/" || window.location.pathname === "") {
+  window.history.replaceState(null, "", "/search" + window.location.search + window.location.hash);
+}
+
 function Page() {
   const loc = useLocation();
   const p = loc.path;
-  if (p === "/" || p === "") {
-    navigate("/search", true);
-    return null;
-  }
   if (p.startsWith("/trace/")) return <TracePage id={decodeURIComponent(p.slice("/trace/".length))} params={loc.params} />;
-  if (p === "/search") return <SearchPage params={loc.params} />;
+  if (p === "/search" || p === "/" || p === "") return <SearchPage params={loc.params} />;
   if (p === "/map") return <MapPage params={loc.params} />;
   if (p === "/latency") return <LatencyPage params={loc.params} />;
   if (p === "/metrics") return <MetricsPage params={loc.params} />;

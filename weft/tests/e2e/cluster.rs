@@ -16,7 +16,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message as _;
 use serde_json::Value;
-use weft_collector::ring::HashRing;
+use weft_cluster::ring::HashRing;
 use weft_load_test::{LoadConfig, Protocol, Report};
 
 use crate::cluster_harness::{Cluster, Discovery, FaultProxy, members, node_files, up_members};

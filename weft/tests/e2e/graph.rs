@@ -130,6 +130,93 @@ async fn check_graph_and_latency(server: &TestServer, stage: &str) {
         .map(|o| o["count"].as_f64().expect("count"))
         .sum();
     assert_eq!(total, 16.0, "{stage}");
+
+    // Parent → child pairs (the service map's second kind of edge): the 15 non-root spans.
+    let links = ok_json(
+        &get(&server.query_url(&format!(
+            "/api/v1/dependencies/links?start={START}&end={END_NS}"
+        )))
+        .await,
+        stage,
+    );
+    let pairs: Vec<(String, String, u64)> = links["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            (
+                l["parent"].as_str().expect("parent").to_owned(),
+                l["child"].as_str().expect("child").to_owned(),
+                l["call_count"].as_u64().expect("call_count"),
+            )
+        })
+        .collect();
+    let pair = |p: &str, c: &str, n: u64| (p.to_owned(), c.to_owned(), n);
+    assert_eq!(
+        pairs,
+        vec![
+            pair("mobile_api", "mobile_api", 4),
+            pair("mobile_api", "spectre", 1),
+            pair("routing", "unknown", 1),
+            pair("routing", "yelp-main", 1),
+            pair("unknown", "yelp_main/api_proxy", 1),
+            pair("yelp-main", "mobile_api", 1),
+            pair("yelp-main", "yelp-main", 4),
+            pair("yelp_main/api_proxy", "yelp-main", 2),
+        ],
+        "{stage}"
+    );
+    assert_eq!(links["end_ns"].as_i64(), END_NS.parse().ok());
+
+    // The slowest spans of mobile_api, one per trace: yelp.json is one trace, whose
+    // longest mobile_api span is the 41740 µs server span.
+    let slowest = ok_json(
+        &get(&server.query_url(&format!(
+            "/api/v1/latency/slowest?service=mobile_api&start={START}&end={END_NS}"
+        )))
+        .await,
+        stage,
+    );
+    let spans = slowest["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 1, "{stage}: {slowest}");
+    assert_eq!(spans[0]["trace_id"], "0000000000000000a03ee8fff1dcd9b9");
+    assert_eq!(spans[0]["duration_ns"], 41_740_000);
+    assert_eq!(
+        spans[0]["span_name"],
+        current["slowest_operations"][0]["operation"]
+    );
+    assert_eq!(spans[0]["status_code"], 0);
+    assert!(
+        spans[0]["start_time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2019-10-24T05:52:55.")),
+        "{stage}: {slowest}"
+    );
+    // An operation narrows the spans; a service with no spans has none (the name is a
+    // value, never SQL: quotes and all).
+    let fast = ok_json(
+        &get(&server.query_url(&format!(
+            "/api/v1/latency/slowest?service=mobile_api&operation=get&start={START}&end={END_NS}&limit=3"
+        )))
+        .await,
+        stage,
+    );
+    // mobile_api's one `get` span lasted 3000 µs.
+    assert_eq!(
+        fast["spans"].as_array().map(Vec::len),
+        Some(1),
+        "{stage}: {fast}"
+    );
+    assert_eq!(fast["spans"][0]["span_name"], "get");
+    assert_eq!(fast["spans"][0]["duration_ns"], 3_000_000);
+    let none = ok_json(
+        &get(&server.query_url(&format!(
+            "/api/v1/latency/slowest?service=x%27%20OR%20%271%27%3D%271&start={START}&end={END_NS}"
+        )))
+        .await,
+        stage,
+    );
+    assert_eq!(none["spans"], serde_json::json!([]), "{stage}");
 }
 
 #[tokio::test]
@@ -159,6 +246,15 @@ async fn malformed_parameters_get_400() {
         "/api/v1/latency?service=a&compare_start=5",
         "/api/v1/latency?end=12abc",
         "/api/v1/latency?service=a&colour=blue",
+        "/api/v1/dependencies/links?start=yesterday",
+        "/api/v1/dependencies/links?begin=5",
+        "/api/v1/latency/slowest",
+        "/api/v1/latency/slowest?service=a&limit=0",
+        "/api/v1/latency/slowest?service=a&limit=many",
+        "/api/v1/latency/slowest?service=a&colour=blue",
+        "/api/v1/metrics/heatmap",
+        "/api/v1/metrics/heatmap?metric=m&agg=sum",
+        "/api/v1/metrics/heatmap?metric=m&step=0s",
     ] {
         let reply = get(&server.query_url(path)).await;
         assert_eq!(reply.status, 400, "{path}: {}", reply.text());

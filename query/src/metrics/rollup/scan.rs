@@ -33,7 +33,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{Expr, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
-use weft_collector::cluster::snapshot::SnapshotRequest;
+use weft_cluster::snapshot::SnapshotRequest;
 use weft_schemas::{Table, columns};
 
 use super::store::{LAYOUT, hours_of};
@@ -230,9 +230,9 @@ pub(crate) async fn hour_streams(
     let state = ctx.state();
     let task = ctx.task_ctx();
     match service.source() {
-        DataSource::Local(collector) => {
-            let snapshot = collector.snapshot(Table::Metrics);
-            let data_dir = collector.store().data_dir();
+        DataSource::Local(store) => {
+            let snapshot = store.snapshot(Table::Metrics);
+            let data_dir = store.data_dir();
             let files = snapshot
                 .files
                 .iter()

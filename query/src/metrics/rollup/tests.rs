@@ -50,7 +50,7 @@ fn open(dir: &Path) -> Arc<Collector> {
 fn service(collector: &Arc<Collector>, enabled: bool) -> QueryService {
     let mut config = QueryConfig::default();
     config.rollups.enabled = enabled;
-    QueryService::new(collector.clone(), config).unwrap()
+    QueryService::new(collector.store().clone(), config).unwrap()
 }
 
 /// xorshift: the same data every run.
@@ -679,6 +679,42 @@ async fn range_queries_read_rollups_and_answer_as_raw_points_do() {
     assert!(compared > 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heatmaps_read_rollups_and_answer_as_raw_points_do() {
+    use crate::metrics::query::heatmap::heatmap;
+    let (_dir, collector, _data) = setup().await;
+    let rolled = service(&collector, true);
+    let raw = service(&collector, false);
+    run_rollups(&rolled, now()).await.unwrap();
+    let end = H0 + HOURS * H;
+    let mut compared = 0;
+    for metric in ["latency", "latency_delta", "latency_exp"] {
+        for (start, step) in [(H0, H), (H0 + 17 * M + 20 * S, H), (H0, 5 * M)] {
+            let query = range_query(metric, Agg::Buckets, start, end, step, false);
+            let fast = heatmap(&rolled, &query).await.unwrap();
+            let slow = heatmap(&raw, &query).await.unwrap();
+            let what = format!("{metric} start {start} step {step}");
+            assert_eq!(slow.resolution, ["raw"], "{what}");
+            assert_ne!(fast.resolution, ["raw"], "{what}: rollups read");
+            assert_eq!(fast.bounds, slow.bounds, "{what}");
+            assert!(!slow.columns.is_empty(), "{what}");
+            assert_eq!(fast.columns.len(), slow.columns.len(), "{what}");
+            for (a, b) in fast.columns.iter().zip(&slow.columns) {
+                assert_eq!(a.time, b.time, "{what}");
+                assert!(
+                    a.counts.iter().zip(&b.counts).all(|(x, y)| close(*x, *y)),
+                    "{what} at {}: {:?} vs {:?}",
+                    a.time,
+                    a.counts,
+                    b.counts
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9);
+}
+
 fn rollup_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.join("rollups")];
@@ -708,7 +744,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Nothing is closed an hour after the data ends... with a day's delay.
     let mut waiting = QueryConfig::default();
     waiting.rollups.delay_secs = 86_400;
-    let waiting = QueryService::new(collector.clone(), waiting).unwrap();
+    let waiting = QueryService::new(collector.store().clone(), waiting).unwrap();
     let stats = run_rollups(&waiting, now()).await.unwrap();
     assert_eq!((stats.closed_hours, stats.hours_written), (0, 0));
     assert!(!dir.path().join("rollups").exists());
@@ -746,7 +782,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Another query node (or a lost file) computes the same bytes.
     let hour_file = dir.path().join(named("rollups/v1/1h/2023-11-14/23-"));
     std::fs::remove_file(&hour_file).unwrap();
-    let other = QueryService::new(collector.clone(), QueryConfig::default()).unwrap();
+    let other = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
     let third = run_rollups(&other, now()).await.unwrap();
     assert_eq!(third.hours_written, 1);
     assert_eq!(rollup_files(dir.path()), files);
@@ -808,7 +844,7 @@ async fn disabled_rollups_write_nothing_and_sql_sees_empty_tables() {
     let service = service(&collector, false);
     let stats = run_rollups(&service, now()).await.unwrap();
     assert_eq!(stats.hours_written, 5, "run_rollups itself always runs");
-    let off = QueryService::new(collector.clone(), {
+    let off = QueryService::new(collector.store().clone(), {
         let mut c = QueryConfig::default();
         c.rollups.enabled = false;
         c
@@ -831,7 +867,7 @@ mod cluster {
     use std::net::SocketAddr;
 
     use tokio::sync::watch;
-    use weft_collector::cluster::{ClusterView, Member, MemberState, node_data_dir, snapshot};
+    use weft_cluster::{ClusterView, Member, MemberState, node_data_dir};
 
     use super::*;
     use crate::ClusterSource;
@@ -840,7 +876,7 @@ mod cluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            axum::serve(listener, snapshot::router(collector))
+            axum::serve(listener, weft_collector::snapshot_server::router(collector))
                 .await
                 .unwrap();
         });

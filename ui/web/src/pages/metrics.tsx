@@ -3,6 +3,7 @@
 // Everything the page shows is derived from the URL.
 import { useMemo, useState } from "preact/hooks";
 import { getJSON } from "../api";
+import type { MetricList, SeriesList } from "../api/generated";
 import { ErrorBox, Loading } from "../components/Status";
 import { TimeChart, type Series } from "../components/TimeChart";
 import { TimeRangePicker } from "../components/TimeRangePicker";
@@ -248,7 +249,7 @@ function Explorer({ state, metric }: { state: MetricsState; metric: MetricInfo }
   );
   const series = useAsync(
     (signal) =>
-      getJSON<{ series: SeriesInfo[]; truncated: boolean }>(
+      getJSON<SeriesList>(
         "/api/v1/metrics/series",
         { metric: metric.name, start: bounds.start, end: bounds.end },
         signal,
@@ -269,7 +270,7 @@ function Explorer({ state, metric }: { state: MetricsState; metric: MetricInfo }
     (signal) =>
       step === undefined || view !== "heatmap"
         ? Promise.resolve(undefined)
-        : loadHeatmap(state, bounds, parseDuration(step)! / 1e6, signal),
+        : loadHeatmap(state, bounds, step, signal),
     [key],
   );
   const format = useMemo(
@@ -304,12 +305,6 @@ function Explorer({ state, metric }: { state: MetricsState; metric: MetricInfo }
           ) : (
             <Heatmap data={heat.data} format={heatFormat} />
           )}
-          {heat.data.truncated && (
-            <p class="notice">The points were cut at the server's row limit: the heatmap is incomplete.</p>
-          )}
-          {heat.data.skippedExponential && (
-            <p class="muted">Exponential-histogram points are not shown in the heatmap (use percentiles).</p>
-          )}
           {state.groupBy.length > 0 && <p class="muted">The heatmap merges all selected series; grouping is not applied.</p>}
         </>
       )}
@@ -326,7 +321,7 @@ function Explorer({ state, metric }: { state: MetricsState; metric: MetricInfo }
 
 export function MetricsPage({ params }: { params: URLSearchParams }) {
   const state = useMemo(() => stateFrom(params), [params]);
-  const metrics = useAsync((signal) => getJSON<{ metrics: MetricInfo[] }>("/api/v1/metrics", {}, signal), []);
+  const metrics = useAsync((signal) => getJSON<MetricList>("/api/v1/metrics", {}, signal), []);
   const list = metrics.data?.metrics ?? [];
   const selected = list.find((m) => m.name === state.metric);
   return (

@@ -2,6 +2,7 @@
 // search, so a link reproduces the results; "Load more" follows the API's next_cursor.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { getJSON, type Params } from "../api";
+import type { Envelope } from "../api/generated";
 import { ErrorBox, Loading } from "../components/Status";
 import { href, navigate } from "../router";
 import { useAsync } from "../util";
@@ -55,7 +56,7 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
   }, [key]);
 
   const services = useAsync(
-    async (signal) => ((await getJSON<{ data: string[] | null }>("/api/services", {}, signal)).data ?? []).slice().sort(),
+    async (signal) => ((await getJSON<Envelope<Array<string>>>("/api/services", {}, signal)).data ?? []).slice().sort(),
     [],
   );
 

@@ -1,71 +1,31 @@
 // Data for the latency report: GET /api/v1/latency (report, or the table of every
-// operation when no service is given) and SQL for the slowest spans of the window.
-import { getJSON, sqlRows } from "../../api";
+// operation when no service is given) and GET /api/v1/latency/slowest for the slowest spans
+// of the window.
+import { getJSON } from "../../api";
+import type {
+  HistogramBucket,
+  LatencyReport,
+  OperationList,
+  OperationStats,
+  OperationTable,
+  Quantiles,
+  ServiceLatency,
+  SlowSpan,
+  SlowestSpans,
+  StepPoint,
+} from "../../api/generated";
 
-export interface Quantiles {
-  p50: number;
-  p90: number;
-  p95: number;
-  p99: number;
-  max: number;
-  min: number;
-}
-
-export interface HistogramBucket {
-  lower_ns: number;
-  upper_ns: number;
-  count: number;
-  exemplar_trace_ids: string[];
-}
-
-export interface StepPoint {
-  start_ns: number;
-  count: number;
-  errors: number;
-  p50_ns: number | null;
-  p95_ns: number | null;
-  p99_ns: number | null;
-}
-
-export interface OperationStats {
-  service: string;
-  operation: string;
-  count: number;
-  rate_per_sec: number;
-  errors: number;
-  error_rate: number;
-  p50_ns: number | null;
-  p90_ns: number | null;
-  p95_ns: number | null;
-  p99_ns: number | null;
-  max_ns: number | null;
-}
-
-export interface LatencyReport {
-  start_ns: number;
-  end_ns: number;
-  count: number;
-  rate_per_sec: number;
-  errors: number;
-  error_rate: number;
-  latency_ns: Quantiles | null;
-  histogram: HistogramBucket[];
-  series: StepPoint[];
-  slowest_operations: OperationStats[];
-}
-
-export interface ServiceLatency {
-  service: string;
-  operation: string | null;
-  step_ns: number;
-  current: LatencyReport;
-  compare: LatencyReport | null;
-}
-
-export interface OperationTable {
-  current: { start_ns: number; end_ns: number; operations: OperationStats[] };
-  compare: { start_ns: number; end_ns: number; operations: OperationStats[] } | null;
-}
+export type {
+  HistogramBucket,
+  LatencyReport,
+  OperationList,
+  OperationStats,
+  OperationTable,
+  Quantiles,
+  ServiceLatency,
+  SlowSpan,
+  StepPoint,
+};
 
 export interface Window {
   start: string;
@@ -131,16 +91,6 @@ export function loadOperations(window: Window, signal: AbortSignal): Promise<Ope
   return getJSON<OperationTable>("/api/v1/latency", { start: window.start, end: window.end }, signal);
 }
 
-export interface SlowSpan {
-  trace_id: string;
-  span_name: string;
-  duration_ns: number;
-  status_code: number;
-  start_time: string;
-}
-
-const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
-
 /** The slowest spans of the service (and operation) in the window, one per trace. */
 export async function loadSlowest(
   service: string,
@@ -149,26 +99,12 @@ export async function loadSlowest(
   limit: number,
   signal: AbortSignal,
 ): Promise<SlowSpan[]> {
-  const where = [
-    `service_name = ${sqlString(service)}`,
-    operation ? `span_name = ${sqlString(operation)}` : "",
-    `start_time >= TIMESTAMP ${sqlString(window.start)}`,
-    `start_time < TIMESTAMP ${sqlString(window.end)}`,
-  ].filter(Boolean);
-  const rows = await sqlRows<SlowSpan>(
-    `SELECT hex_id(trace_id) AS trace_id, span_name, duration_ns, status_code, start_time FROM spans ` +
-      `WHERE ${where.join(" AND ")} ORDER BY duration_ns DESC LIMIT ${limit * 4}`,
+  const answer = await getJSON<SlowestSpans>(
+    "/api/v1/latency/slowest",
+    { service, operation, start: window.start, end: window.end, limit },
     signal,
   );
-  const seen = new Set<string>();
-  const out: SlowSpan[] = [];
-  for (const r of rows) {
-    if (seen.has(r.trace_id)) continue;
-    seen.add(r.trace_id);
-    out.push(r);
-    if (out.length === limit) break;
-  }
-  return out;
+  return answer.spans;
 }
 
 /** Relative change from `before` to `now`, or undefined when it has no meaning. */

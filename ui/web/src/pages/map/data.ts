@@ -1,45 +1,11 @@
 // The service map's data: GET /api/v1/dependencies (client → server calls, OpenTelemetry
-// servicegraph semantics) plus, optionally, parent → child service pairs from SQL
-// `dependency_links(start, end)` that no call edge covers (spans of kind INTERNAL, or a
-// CLIENT span whose parent is in another service), merged into one edge per pair.
-import { getJSON, sqlRows } from "../../api";
+// servicegraph semantics) plus, optionally, GET /api/v1/dependencies/links (parent → child
+// service pairs) that no call edge covers (spans of kind INTERNAL, or a CLIENT span whose
+// parent is in another service), merged into one edge per pair.
+import { getJSON } from "../../api";
+import type { Node as ApiNode, Percentiles, ServiceGraph, ServiceLink, ServiceLinks } from "../../api/generated";
 
-export interface Percentiles {
-  p50: number;
-  p95: number;
-  p99: number;
-}
-
-export interface ApiNode {
-  service: string;
-  virtual: boolean;
-  spans: number;
-  calls_in: number;
-  errors_in: number;
-  calls_out: number;
-  errors_out: number;
-}
-
-export interface ApiEdge {
-  client: string;
-  server: string;
-  kind: "request" | "messaging";
-  virtual: boolean;
-  virtual_node: "client" | "server" | null;
-  calls: number;
-  errors: number;
-  error_rate: number;
-  client_latency_ns: Percentiles | null;
-  server_latency_ns: Percentiles | null;
-  example_trace_ids: string[];
-}
-
-export interface ServiceGraph {
-  start_ns: number;
-  end_ns: number;
-  nodes: ApiNode[];
-  edges: ApiEdge[];
-}
+export type { Percentiles, ServiceGraph };
 
 export interface MapNode extends ApiNode {
   /** Calls (or spans, for a service nobody calls) per second. */
@@ -74,19 +40,17 @@ export interface MapData {
   linksError?: string;
 }
 
-const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
-
 export async function loadMap(
   range: { start: string; end: string },
   withLinks: boolean,
   signal: AbortSignal,
 ): Promise<MapData> {
   const graphP = getJSON<ServiceGraph>("/api/v1/dependencies", range, signal);
-  const linksP: Promise<{ parent: string; child: string; call_count: number }[] | Error> = withLinks
-    ? sqlRows<{ parent: string; child: string; call_count: number }>(
-        `SELECT parent, child, call_count FROM dependency_links(${sqlString(range.start)}, ${sqlString(range.end)})`,
-        signal,
-      ).catch((e: Error) => e)
+  const linksP: Promise<ServiceLink[] | Error> = withLinks
+    ? getJSON<ServiceLinks>("/api/v1/dependencies/links", range, signal).then(
+        (answer) => answer.links,
+        (e: Error) => e,
+      )
     : Promise.resolve([]);
   const [graph, links] = await Promise.all([graphP, linksP]);
   return buildMap(graph, links instanceof Error ? [] : links, links instanceof Error ? links.message : undefined);
@@ -95,7 +59,7 @@ export async function loadMap(
 /** Merges the graph and the links into one edge per (client, server). Pure. */
 export function buildMap(
   graph: ServiceGraph,
-  links: { parent: string; child: string; call_count: number }[],
+  links: ServiceLink[],
   linksError?: string,
 ): MapData {
   const seconds = Math.max((graph.end_ns - graph.start_ns) / 1e9, 1e-9);

@@ -1,19 +1,11 @@
-// Histogram heatmap: time × bucket, colour by the number of observations. The API has no
-// bucket endpoint, so the points come from SQL over the `metrics` table and the increases
-// of cumulative histograms are computed here (resets restart from zero, as query_range does).
+// Histogram heatmap: time × bucket, colour by the number of observations. The server
+// computes the per-bucket increases (GET /api/v1/metrics/heatmap: counter resets and new
+// start times restart from zero, as query_range does); this file lays them on a grid.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { postSQL } from "../../api";
+import { getJSON } from "../../api";
+import type { Heatmap as HeatmapAnswer } from "../../api/generated";
 import { formatTime } from "../../util";
-import { parseTime, SERVICE_KEY, sqlString, type MetricsState } from "./model";
-
-interface PointRow {
-  series: string;
-  time: string;
-  start_time: string | null;
-  temporality: number | null;
-  bounds: number[] | null;
-  counts: number[] | null;
-}
+import { parseTime, rangeParams, type MetricsState } from "./model";
 
 export interface HeatmapData {
   /** Bucket start times, ms since 1970. */
@@ -25,97 +17,40 @@ export interface HeatmapData {
   counts: number[][];
   max: number;
   total: number;
-  truncated: boolean;
-  skippedExponential: boolean;
 }
-
-const CUMULATIVE = 2;
 
 export async function loadHeatmap(
   s: MetricsState,
   bounds: { start: string; end: string },
-  stepMs: number,
+  step: string,
   signal: AbortSignal,
 ): Promise<HeatmapData> {
-  const startMs = parseTime(bounds.start);
-  const endMs = parseTime(bounds.end);
-  // One step of look-back: the first bucket needs the point before it to know its increase.
-  const from = new Date(startMs - stepMs).toISOString();
-  const where = [
-    `metric_name = ${sqlString(s.metric ?? "")}`,
-    `time >= TIMESTAMP ${sqlString(from)}`,
-    `time < TIMESTAMP ${sqlString(new Date(endMs).toISOString())}`,
-    ...s.matchers.map(([k, v]) =>
-      k === SERVICE_KEY
-        ? `CAST(service_name AS VARCHAR) = ${sqlString(v)}`
-        : `attributes[${sqlString(k)}] = ${sqlString(v)}`,
-    ),
-  ];
-  const sql =
-    `SELECT CAST(series_id AS VARCHAR) AS series, time, start_time, aggregation_temporality AS temporality, ` +
-    `explicit_bounds AS bounds, bucket_counts AS counts FROM metrics WHERE ${where.join(" AND ")} ` +
-    `ORDER BY series, time`;
-  const res = await postSQL(sql, "application/json", signal);
-  const rows = (await res.json()) as PointRow[];
-  return bucketize(rows, startMs, endMs, stepMs, res.headers.get("x-weft-truncated") === "true");
+  const params = rangeParams({ ...s, groupBy: [] }, bounds, step);
+  const answer = await getJSON<HeatmapAnswer>("/api/v1/metrics/heatmap", params, signal);
+  return grid(answer);
 }
 
-export function bucketize(rows: PointRow[], startMs: number, endMs: number, stepMs: number, truncated: boolean): HeatmapData {
+/** The server's sparse columns on a dense time × bucket grid. Pure. */
+export function grid(answer: HeatmapAnswer): HeatmapData {
+  const startMs = parseTime(answer.start);
+  const endMs = parseTime(answer.end);
+  const stepMs = answer.step_seconds * 1000;
   const columns = Math.max(1, Math.ceil((endMs - startMs) / stepMs));
-  const byBound = new Map<number, Float64Array>();
-  const column = (bound: number) => {
-    let c = byBound.get(bound);
-    if (!c) byBound.set(bound, (c = new Float64Array(columns)));
-    return c;
-  };
-  let skippedExponential = false;
-  let prev: PointRow | undefined;
-  for (const row of rows) {
-    const sameSeries = prev?.series === row.series;
-    const before = sameSeries ? prev : undefined;
-    prev = row;
-    if (!row.counts || row.counts.length === 0) {
-      skippedExponential = true;
-      continue;
-    }
-    const t = parseTime(row.time);
-    const bucket = Math.floor((t - startMs) / stepMs);
-    if (bucket < 0 || bucket >= columns) continue;
-    let increase: number[] = row.counts;
-    if (row.temporality === CUMULATIVE) {
-      const reset =
-        !before?.counts ||
-        before.start_time !== row.start_time ||
-        before.counts.length !== row.counts.length ||
-        row.counts.some((c, i) => c < before.counts![i]);
-      if (reset) {
-        // A series seen for the first time: its counts are an increase only if it started
-        // inside the window; otherwise they include observations from long before.
-        const started = row.start_time ? parseTime(row.start_time) : -Infinity;
-        if (!before && started < startMs - stepMs) continue;
-      } else {
-        increase = row.counts.map((c, i) => c - before!.counts![i]);
-      }
-    }
-    const bs = row.bounds ?? [];
-    increase.forEach((c, i) => {
-      if (c > 0) column(i < bs.length ? bs[i] : Infinity)[bucket] += c;
-    });
-  }
-  const bounds = [...byBound.keys()].sort((a, b) => a - b);
-  const counts: number[][] = [];
+  const bounds = answer.bounds.map((b) => (b === null ? Infinity : b));
+  const counts: number[][] = Array.from({ length: columns }, () => new Array<number>(bounds.length).fill(0));
   let max = 0;
   let total = 0;
-  for (let x = 0; x < columns; x++) {
-    const col = bounds.map((b) => byBound.get(b)![x]);
-    col.forEach((c) => {
-      max = Math.max(max, c);
+  for (const column of answer.columns) {
+    const x = Math.floor((parseTime(column.time) - startMs) / stepMs);
+    if (x < 0 || x >= columns) continue;
+    column.counts.forEach((c, y) => {
+      counts[x][y] += c;
+      max = Math.max(max, counts[x][y]);
       total += c;
     });
-    counts.push(col);
   }
   const times = Array.from({ length: columns }, (_, i) => startMs + i * stepMs);
-  return { times, stepMs, bounds, counts, max, total, truncated, skippedExponential };
+  return { times, stepMs, bounds, counts, max, total };
 }
 
 /** Light to dark blue; `f` in [0, 1]. */

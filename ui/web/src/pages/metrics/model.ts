@@ -1,36 +1,11 @@
 // The metrics explorer's state (all of it in the URL), its API calls and the shaping of
 // query_range answers into chart series.
 import { getJSON, type Params } from "../../api";
+import type { RangeResponse, SeriesInfo } from "../../api/generated";
 import { href } from "../../router";
 import { formatDuration, formatNumber, parseDuration, timeRangeFrom, timeRangeParams, type TimeRange } from "../../util";
 
-export interface MetricInfo {
-  name: string;
-  type: string;
-  unit: string | null;
-  description: string | null;
-  series: number;
-  points: number;
-}
-
-export interface SeriesInfo {
-  series_id: string;
-  service_name: string | null;
-  attributes: Record<string, string | null>;
-  first_time: string;
-  last_time: string;
-  points: number;
-}
-
-export interface RangeAnswer {
-  metric: string;
-  type: string | null;
-  start: string;
-  end: string;
-  step_seconds: number;
-  series: { group: Record<string, string | null>; points: { time: string; value: number | null }[] }[];
-}
-
+export type { MetricInfo, SeriesInfo } from "../../api/generated";
 /** Aggregations of gauges and sums (query_range's `agg`). */
 export const VALUE_AGGS = ["sum", "avg", "min", "max", "count", "rate"] as const;
 /** Views of histograms: quantiles, the bucket heatmap, or the observation rate. */
@@ -169,7 +144,7 @@ export async function loadLines(
       ? QUANTILES.map((q) => ({ params: { ...base, agg: "histogram_quantile", q }, q }))
       : [{ params: { ...base, agg: view } }];
   const answers = await Promise.all(
-    calls.map((c) => getJSON<RangeAnswer>("/api/v1/metrics/query_range", c.params, signal)),
+    calls.map((c) => getJSON<RangeResponse>("/api/v1/metrics/query_range", c.params, signal)),
   );
   const series: ChartSeries[] = [];
   answers.forEach((answer, i) => {
@@ -219,9 +194,4 @@ export function unitFormat(unit: string | null | undefined, perSecond: boolean):
   const braces = /^\{(.*)\}$/.exec(u);
   const word = braces ? "" : u === "1" ? "" : u;
   return (v) => `${formatNumber(v)}${word ? ` ${word}` : ""}${suffix}`;
-}
-
-/** A SQL string literal. */
-export function sqlString(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
 }

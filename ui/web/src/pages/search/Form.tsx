@@ -4,6 +4,7 @@
 import type { ComponentChildren } from "preact";
 import { useRef, useState } from "preact/hooks";
 import { getJSON } from "../../api";
+import type { Envelope, Operation } from "../../api/generated";
 import { ErrorBox } from "../../components/Status";
 import { TimeRangePicker } from "../../components/TimeRangePicker";
 import { useAsync, type Async, type TimeRange } from "../../util";
@@ -19,11 +20,6 @@ import {
   type DurationOf,
   type SearchForm,
 } from "./query";
-
-interface Operation {
-  name: string;
-  spanKind?: string;
-}
 
 function localInput(iso?: string): string {
   if (!iso) return "";
@@ -80,8 +76,8 @@ export function SearchFormView({ initial, services, busy, onSearch }: Props) {
   const operations = useAsync<string[]>(
     async (signal) => {
       if (!form.service) return [];
-      const res = await getJSON<{ data: (Operation | string)[] | null }>("/api/operations", { service: form.service }, signal);
-      const names = (res.data ?? []).map((o) => (typeof o === "string" ? o : o.name));
+      const res = await getJSON<Envelope<Array<Operation>>>("/api/operations", { service: form.service }, signal);
+      const names = (res.data ?? []).map((o) => o.name);
       return [...new Set(names)].sort();
     },
     [form.service],

@@ -6,6 +6,7 @@
 // (`range=1h` is resolved to start/end when the search runs) and `sort`, which is applied in
 // the browser.
 import type { Params } from "../../api";
+import type { SearchResponse, SearchTrace, ServiceSpans } from "../../api/generated";
 import { resolveRange, timeRangeFrom, timeRangeParams, type TimeRange } from "../../util";
 
 /** Where an attribute condition looks: span attributes, resource attributes, or anywhere. */
@@ -156,28 +157,9 @@ export function searchKey(params: URLSearchParams): string {
   return p.toString();
 }
 
-export interface ServiceSpans {
-  service: string;
-  span_count: number;
-}
-
-/** One result of GET /api/v1/search (see query/src/search/http.rs). */
-export interface TraceSummary {
-  trace_id: string;
-  root_service: string | null;
-  root_operation: string | null;
-  start_time: string;
-  start_time_unix_nano: string;
-  duration_ns: number;
-  span_count: number;
-  error_count: number;
-  services: ServiceSpans[];
-}
-
-export interface SearchResponse {
-  traces: TraceSummary[];
-  next_cursor: string | null;
-}
+/** One result of GET /api/v1/search (generated from query/src/search/http.rs). */
+export type TraceSummary = SearchTrace;
+export type { SearchResponse, ServiceSpans };
 
 /** Start as (imprecise) nanoseconds: enough for plotting and display. */
 export function startNs(t: TraceSummary): number {
