@@ -3,7 +3,7 @@
 //! for what the API returns, so a changed field breaks its type check, not its pages.
 //!
 //! ```text
-//!  response types (graph, latency, metrics_query, search, jaeger) ── ts-rs ──> <Type>.ts
+//!  response types (graph, latency, metrics, search, jaeger) ── ts-rs ──> <Type>.ts
 //!                                                                  + index.ts (re-exports)
 //!  test `generated_typescript_is_current`: exports into a temporary directory and fails
 //!  when ui/web/src/api/generated differs; `WEFT_UPDATE_TS=1` rewrites it instead:
@@ -29,10 +29,10 @@ pub fn export(dir: &Path) -> Result<Vec<String>, ExportError> {
     crate::graph::ServiceLinks::export_all(&config)?;
     crate::latency::LatencyResponse::export_all(&config)?;
     crate::latency::slowest::SlowestSpans::export_all(&config)?;
-    crate::metrics_query::MetricList::export_all(&config)?;
-    crate::metrics_query::SeriesList::export_all(&config)?;
-    crate::metrics_query::RangeResponse::export_all(&config)?;
-    crate::metrics_query::heatmap::Heatmap::export_all(&config)?;
+    crate::metrics::query::MetricList::export_all(&config)?;
+    crate::metrics::query::SeriesList::export_all(&config)?;
+    crate::metrics::query::RangeResponse::export_all(&config)?;
+    crate::metrics::query::heatmap::Heatmap::export_all(&config)?;
     crate::search::SearchResponse::export_all(&config)?;
     crate::jaeger::v1::Envelope::<Vec<String>>::export_all(&config)?;
     crate::jaeger::v1::Operation::export_all(&config)?;

@@ -41,7 +41,7 @@ pub struct QueryConfig {
     /// (`Host` header; a defence against DNS rebinding). `"*"` answers any name;
     /// `".example.com"` any subdomain of example.com. See [`crate::http::AllowedHosts`].
     pub allowed_hosts: Vec<String>,
-    /// Downsampled metrics (`[query.rollups]`, see [`crate::rollup`]).
+    /// Downsampled metrics (`[query.rollups]`, see [`crate::metrics::rollup`]).
     pub rollups: RollupConfig,
 }
 
@@ -107,7 +107,7 @@ pub struct RollupConfig {
     /// read them. `false`: no rollup is written and range queries read raw points only.
     pub enabled: bool,
     /// An hour is rolled up once it ended this many seconds ago. Points of an hour that
-    /// become visible later make the hour be rolled up again (see [`crate::rollup`]).
+    /// become visible later make the hour be rolled up again (see [`crate::metrics::rollup`]).
     pub delay_secs: u64,
     /// Seconds between two passes of the background job.
     pub interval_secs: u64,

@@ -34,6 +34,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A parameter the client got wrong: 400, with the message naming it and its forms.
+impl From<crate::params::ParamError> for Error {
+    fn from(err: crate::params::ParamError) -> Self {
+        Error::BadRequest(err.to_string())
+    }
+}
+
 impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Self {
         use arrow::error::ArrowError;

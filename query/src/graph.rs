@@ -58,10 +58,7 @@
 //! * Jaeger `callCount` is the weighted count rounded to an integer (1 per span unsampled).
 
 pub(crate) mod model;
-pub(crate) mod params;
 mod runs;
-pub(crate) mod scan;
-mod sql;
 mod stitch;
 
 use std::sync::Arc;
@@ -72,11 +69,10 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::catalog::Session;
-use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
+pub use crate::span_scan::TimeRange;
 pub use model::{Edge, EdgeKind, Node, Percentiles, ServiceGraph, VirtualNode};
-pub use scan::TimeRange;
 
 use crate::{Error, QueryService, Result};
 
@@ -125,7 +121,7 @@ async fn with_session(service: &QueryService, range: TimeRange) -> Result<model:
 
 /// Both passes over the session's `spans` table (see the module docs).
 pub(crate) async fn compute(session: &dyn Session, range: TimeRange) -> Result<model::Partial> {
-    let partials = scan::scan(
+    let partials = crate::span_scan::scan(
         session,
         &runs::COLUMNS,
         range,
@@ -139,15 +135,6 @@ pub(crate) async fn compute(session: &dyn Session, range: TimeRange) -> Result<m
     }
     stitch::stitch(session, range, &mut all).await?;
     Ok(all)
-}
-
-/// Registers the graph and latency SQL table functions in a query session:
-/// `service_graph(start, end)`, `dependency_links(start, end)` and
-/// `span_latency(start, end)`. Registration only stores the function; the work happens when
-/// a query scans it.
-pub fn register(ctx: &SessionContext, _service: &QueryService) -> Result<()> {
-    sql::register(ctx);
-    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +164,7 @@ pub struct ServiceLinks {
 
 /// `GET /api/v1/dependencies?start=&end=` (client → server calls, [`ServiceGraph`]) and
 /// `GET /api/v1/dependencies/links?start=&end=` (parent → child pairs, [`ServiceLinks`]);
-/// times are RFC 3339 or unix ns, the default the last hour.
+/// times as in `crate::params`, the default the last hour.
 pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/dependencies", get(dependencies))
@@ -190,10 +177,10 @@ async fn links(
     params: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<Json<ServiceLinks>> {
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let range = params::time_range(
+    let range = crate::params::time_range(
         params.start.as_deref(),
         params.end.as_deref(),
-        params::now_ns(),
+        crate::params::now_ns(),
     )?;
     let links = jaeger_dependency_links(&service, range.start_ns, range.end_ns)
         .await?
@@ -216,10 +203,10 @@ async fn dependencies(
     params: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<Json<ServiceGraph>> {
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let range = params::time_range(
+    let range = crate::params::time_range(
         params.start.as_deref(),
         params.end.as_deref(),
-        params::now_ns(),
+        crate::params::now_ns(),
     )?;
     Ok(Json(
         service_graph(&service, range.start_ns, range.end_ns).await?,

@@ -42,7 +42,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .merge(crate::search::router(service.clone()))
         .merge(crate::graph::router(service.clone()))
         .merge(crate::latency::router(service.clone()))
-        .merge(crate::metrics_query::router(service.clone()))
+        .merge(crate::metrics::router(service.clone()))
         .merge(crate::jaeger::router(service.clone()))
         // Every answer of every endpoint carries `x-weft-warnings` when it is partial.
         .layer(axum::middleware::from_fn(crate::warnings::layer))

@@ -153,19 +153,7 @@ fn parse_trace_id(text: &str) -> Result<[u8; 16]> {
 /// Tags from Jaeger's JSON form (`{"http.status_code":"500"}`). Jaeger reads string values
 /// only; numbers and booleans are taken too, as their JSON text.
 fn parse_tags_json(name: &str, text: &str, into: &mut BTreeMap<String, String>) -> Result<()> {
-    let bad = |why: String| Error::BadRequest(format!("malformed '{name}' parameter: {why}"));
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| bad(format!("expected a JSON object ({e})")))?;
-    for (key, value) in map {
-        let value = match value {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            other => return Err(bad(format!("tag {key:?} has a non-scalar value {other}"))),
-        };
-        into.insert(key, value);
-    }
-    Ok(())
+    Ok(crate::params::jaeger::tags_json(name, text, into)?)
 }
 
 /// Adds Jaeger tags to span conditions, with the meaning Jaeger's storage gives them:

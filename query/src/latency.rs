@@ -15,19 +15,18 @@
 //! ```text
 //!  spans in [start, end) (service_name = s pushed into Parquet when given)
 //!    │ service_name, span_name, duration_ns, status_code, sample_weight (+ start_time,
-//!    │ trace_id for a report); one task per partition (graph::scan)
+//!    │ trace_id for a report); one task per partition (span_scan)
 //!    ▼
 //!  per partition: Stats = weighted count, errors, LogSketch  ──merge──> report / table
 //! ```
 //!
-//! Percentiles come from [`sketch::LogSketch`], a mergeable log-linear histogram weighted
+//! Percentiles come from [`crate::span_scan::sketch::LogSketch`], a mergeable log-linear histogram weighted
 //! by `sample_weight`: **relative error at most 1/128 (0.78 %)** against the weighted
-//! nearest-rank percentile; min and max are exact. Times are RFC 3339 or unix nanoseconds
-//! (`start`/`end` default to the last hour), `step` a duration such as `30s` (default: the
+//! nearest-rank percentile; min and max are exact. Times and durations are the native
+//! grammar of [`crate::params`] (`start`/`end` default to the last hour), `step` a duration such as `30s` (default: the
 //! window in 60 steps, at least 1 s; at most 11,000 steps).
 
 mod report;
-pub mod sketch;
 pub mod slowest;
 
 use std::sync::Arc;
@@ -46,8 +45,8 @@ use weft_schemas::columns::SERVICE_NAME;
 
 pub use report::{HistogramBucket, LatencyReport, OperationStats, Quantiles, StepPoint};
 
-use crate::graph::params::{now_ns, parse_duration, time_range};
-use crate::graph::scan::{TimeRange, scan};
+use crate::params::{now_ns, parse_positive_duration, time_range, time_range_named};
+use crate::span_scan::{TimeRange, scan};
 use crate::{Error, QueryService, Result};
 
 /// Most points a series may have.
@@ -268,7 +267,7 @@ pub(crate) async fn operation_batch(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LatencyParams {
+pub(crate) struct LatencyParams {
     service: Option<String>,
     operation: Option<String>,
     start: Option<String>,
@@ -279,7 +278,7 @@ struct LatencyParams {
 }
 
 impl LatencyParams {
-    fn parse(self, now_ns: i64) -> Result<LatencyQuery> {
+    pub(crate) fn parse(self, now_ns: i64) -> Result<LatencyQuery> {
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
         let service = non_empty(self.service);
         let operation = non_empty(self.operation);
@@ -289,14 +288,21 @@ impl LatencyParams {
         let range = time_range(self.start.as_deref(), self.end.as_deref(), now_ns)?;
         let compare = match (self.compare_start, self.compare_end) {
             (None, None) => None,
-            (Some(start), Some(end)) => Some(time_range(Some(&start), Some(&end), now_ns)?),
+            (Some(start), Some(end)) => Some(time_range_named(
+                ("compare_start", Some(&start)),
+                ("compare_end", Some(&end)),
+                now_ns,
+            )?),
             _ => {
                 return Err(Error::BadRequest(
                     "compare_start and compare_end go together".into(),
                 ));
             }
         };
-        let step_ns = self.step.map(|s| parse_duration("step", &s)).transpose()?;
+        let step_ns = self
+            .step
+            .map(|s| parse_positive_duration("step", &s))
+            .transpose()?;
         Ok(LatencyQuery {
             service,
             operation,

@@ -6,7 +6,7 @@
 //!  GET  /api/v1/search (search) ──> span conditions ─> candidate traces ─> summaries ─────┤
 //!  GET  /api/v1/dependencies[/links] (graph), /api/v1/latency (latency) ─> scan ─> Rust ──┤
 //!  GET  /api/v1/latency/slowest (latency::slowest) ──> DataFrame over `spans` ────────────┤
-//!  GET  /api/v1/metrics…, …/metrics/heatmap (metrics_query) ──> DataFrame over `metrics` ─┤
+//!  GET  /api/v1/metrics…, …/metrics/heatmap (metrics) ──> DataFrame over `metrics` ───────┤
 //!  Jaeger /api/… and /api/v3/… (jaeger) ──> search, trace by id, graph ──────────────────┤
 //!                                                                                         ▼
 //!   bulkhead: the query runtime (own threads, large stacks), at most
@@ -20,8 +20,9 @@
 //!                          │  Parquet stats, page index, bloom filters)
 //!                          └─ live rows not yet flushed (visible as soon as acknowledged)
 //!               views: traces, span_edges, latency, metric_points (views)
-//!               rollups: metrics_1m, metrics_1h (rollup: downsampled closed hours)
-//!               table functions: service_graph, dependency_links, span_latency (graph)
+//!               rollups: metrics_1m, metrics_1h (metrics::rollup: downsampled closed hours)
+//!               table functions: service_graph, dependency_links, span_latency
+//!                                (range_functions, over graph and latency)
 //!  rows ──> JSON (default) | Arrow IPC stream | CSV | Postgres rows;  spans ──> OTLP/JSON
 //! ```
 //!
@@ -55,11 +56,13 @@ pub mod graph;
 pub mod http;
 pub mod jaeger;
 pub mod latency;
-pub mod metrics_query;
+pub mod metrics;
+pub mod params;
 pub mod pg;
 pub mod provider;
-pub mod rollup;
+pub mod range_functions;
 pub mod search;
+pub mod span_scan;
 pub mod sql_limits;
 pub mod udf;
 pub mod views;
@@ -212,9 +215,9 @@ impl QueryService {
         }
         // Functions that can make large values get a bounded output (after type coercion).
         ctx.add_analyzer_rule(Arc::new(udf::capped::CapFunctions::new(&self.config)));
-        graph::register(&ctx, self)?;
+        range_functions::register(&ctx);
         views::register(&ctx)?;
-        rollup::register(&ctx, self)?;
+        metrics::rollup::register(&ctx, self)?;
         Ok(ctx)
     }
 

@@ -86,8 +86,8 @@ use weft_schemas::sampling::{Randomness, Threshold};
 use weft_telemetry::Telemetry;
 
 use crate::graph::{TimeRange, VirtualNode, service_graph};
-use crate::latency::sketch::RELATIVE_ERROR;
 use crate::latency::{LatencyQuery, LatencyResponse, latency};
+use crate::span_scan::sketch::RELATIVE_ERROR;
 use crate::{QueryConfig, QueryService};
 
 const TRACES: usize = 200_000;

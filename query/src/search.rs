@@ -30,7 +30,7 @@
 //! on [`search`] and [`trace_spans`].
 
 pub mod attribute;
-mod http;
+pub(crate) mod http;
 pub use http::{SearchResponse, SearchTrace, ServiceSpans};
 pub mod params;
 mod summary;

@@ -109,13 +109,15 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
     Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    Summary, SummaryDataPoint, exponential_histogram_data_point::Buckets, metric,
-    number_data_point,
+    Summary, SummaryDataPoint, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use weft_schemas::metrics::{metric_type, series_id};
+use weft_schemas::metrics_algebra::{
+    ExpBuckets, add_bucket_counts, bucket_counts_increase, scale_diff,
+};
 use weft_schemas::prometheus::{Label, MetricType, Sample, TimeSeries, WriteRequest};
 
 use weft_telemetry::Telemetry;
@@ -720,21 +722,14 @@ impl HistVal {
         self.sum = add_opt(self.sum, o.sum);
         self.min = min_opt(self.min, o.min);
         self.max = max_opt(self.max, o.max);
-        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
-            *a = a.saturating_add(b);
-        }
+        add_bucket_counts(&mut self.buckets, &o.buckets);
     }
 
     fn increase(&self, prev: &HistVal) -> Option<HistVal> {
-        if self.layout != prev.layout || self.buckets.len() != prev.buckets.len() {
+        if self.layout != prev.layout {
             return None;
         }
-        let buckets = self
-            .buckets
-            .iter()
-            .zip(&prev.buckets)
-            .map(|(a, b)| a.checked_sub(*b))
-            .collect::<Option<Vec<u64>>>()?;
+        let buckets = bucket_counts_increase(&self.buckets, &prev.buckets)?;
         Some(HistVal {
             count: self.count.checked_sub(prev.count)?,
             sum: add_opt(self.sum, prev.sum.map(|x| -x)),
@@ -744,116 +739,6 @@ impl HistVal {
             bounds: self.bounds.clone(),
             buckets,
         })
-    }
-}
-
-/// One sign's buckets of an exponential histogram; `offset` is the first bucket's index.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct ExpBuckets {
-    offset: i64,
-    counts: Vec<u64>,
-}
-
-/// Index `idx` at a scale `by` steps coarser (floor division by 2^by, as the spec says).
-fn shift(idx: i64, by: u32) -> i64 {
-    if by >= 63 {
-        if idx < 0 { -1 } else { 0 }
-    } else {
-        idx >> by
-    }
-}
-
-fn scale_diff(from: i32, to: i32) -> u32 {
-    u32::try_from(i64::from(from) - i64::from(to)).unwrap_or(0)
-}
-
-impl ExpBuckets {
-    fn from_proto(b: Option<&Buckets>) -> Self {
-        b.map_or_else(Self::default, |b| Self {
-            offset: i64::from(b.offset),
-            counts: b.bucket_counts.clone(),
-        })
-    }
-
-    fn to_proto(&self) -> Buckets {
-        Buckets {
-            offset: i32::try_from(self.offset).unwrap_or(if self.offset < 0 {
-                i32::MIN
-            } else {
-                i32::MAX
-            }),
-            bucket_counts: self.counts.clone(),
-        }
-    }
-
-    fn last(&self) -> i64 {
-        self.offset + self.counts.len() as i64 - 1
-    }
-
-    fn downscale(&self, by: u32) -> Self {
-        if by == 0 || self.counts.is_empty() {
-            return Self {
-                offset: shift(self.offset, by),
-                counts: self.counts.clone(),
-            };
-        }
-        let lo = shift(self.offset, by);
-        let mut counts = vec![0u64; (shift(self.last(), by) - lo + 1) as usize];
-        for (i, c) in self.counts.iter().enumerate() {
-            let j = (shift(self.offset + i as i64, by) - lo) as usize;
-            counts[j] = counts[j].saturating_add(*c);
-        }
-        Self { offset: lo, counts }
-    }
-
-    /// Buckets the union of these (each downscaled) would span.
-    fn span(parts: &[(&ExpBuckets, u32)]) -> u64 {
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for (b, by) in parts {
-            if !b.counts.is_empty() {
-                lo = lo.min(shift(b.offset, *by));
-                hi = hi.max(shift(b.last(), *by));
-            }
-        }
-        if lo > hi { 0 } else { (hi - lo + 1) as u64 }
-    }
-
-    /// Same scale; the caller keeps the span bounded.
-    fn add(&mut self, o: &ExpBuckets) {
-        if o.counts.is_empty() {
-            return;
-        }
-        if self.counts.is_empty() {
-            *self = o.clone();
-            return;
-        }
-        let lo = self.offset.min(o.offset);
-        let hi = self.last().max(o.last());
-        let mut counts = vec![0u64; (hi - lo + 1) as usize];
-        for src in [&*self, o] {
-            for (i, c) in src.counts.iter().enumerate() {
-                let j = (src.offset + i as i64 - lo) as usize;
-                counts[j] = counts[j].saturating_add(*c);
-            }
-        }
-        self.offset = lo;
-        self.counts = counts;
-    }
-
-    /// Same scale; `None` when a bucket went down or disappeared (a reset).
-    fn increase(&self, prev: &ExpBuckets) -> Option<ExpBuckets> {
-        let mut out = self.clone();
-        for (i, c) in prev.counts.iter().enumerate() {
-            if *c == 0 {
-                continue;
-            }
-            let j = prev.offset + i as i64 - self.offset;
-            let slot = usize::try_from(j)
-                .ok()
-                .and_then(|j| out.counts.get_mut(j))?;
-            *slot = slot.checked_sub(*c)?;
-        }
-        Some(out)
     }
 }
 
@@ -2798,6 +2683,7 @@ mod tests {
 
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Int8Type, TimestampNanosecondType, UInt64Type};
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use weft_schemas::columns;

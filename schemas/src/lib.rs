@@ -28,6 +28,9 @@
 //! allocating (admission by decoded size); after decoding, `window` drops spans and points
 //! whose times lie outside the accepted window (reported as partial success).
 //!
+//! [`metrics_algebra`] holds the arithmetic of metric points (counter increases across
+//! resets, histogram merge, increase and rescale) that ingest and queries share.
+//!
 //! Design rules that hold for both tables:
 //!
 //! * One row per span / per data point. Resource and scope are repeated on every row (they
@@ -51,6 +54,7 @@ pub mod attributes;
 pub mod columns;
 pub mod error;
 pub mod metrics;
+pub mod metrics_algebra;
 pub mod otlp_json;
 pub mod parquet_settings;
 pub mod prometheus;

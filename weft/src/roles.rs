@@ -213,7 +213,7 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
     );
     let query = Arc::new(QueryService::new_cluster(source, config.query.clone())?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
-    let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
+    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -80,7 +80,7 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         config.query.clone(),
     )?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
-    let rollups = weft_query::rollup::spawn_rollup_loop(query.clone());
+    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(query.clone());
     let health = Arc::new(Health::default());
 
     // Four listeners share the process's file descriptors.

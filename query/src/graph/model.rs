@@ -9,24 +9,21 @@ use serde::Serialize;
 use ts_rs::TS;
 
 use super::DependencyLink;
-use crate::latency::sketch::LogSketch;
+pub(crate) use crate::span_scan::STATUS_ERROR;
+pub(crate) use crate::span_scan::examples::Examples;
+use crate::span_scan::sketch::LogSketch;
 
 /// OTLP `SpanKind` values.
 pub(crate) const KIND_SERVER: i8 = 2;
 pub(crate) const KIND_CLIENT: i8 = 3;
 pub(crate) const KIND_PRODUCER: i8 = 4;
 pub(crate) const KIND_CONSUMER: i8 = 5;
-/// OTLP `StatusCode` ERROR.
-pub(crate) const STATUS_ERROR: i8 = 2;
 
 /// Name of the virtual client of root server spans (the OpenTelemetry servicegraph
 /// connector's name for it).
 pub(crate) const USER: &str = "user";
 /// Name of the virtual server of client spans without any peer attribute.
 pub(crate) const UNKNOWN: &str = "unknown";
-
-/// How many example trace ids an edge keeps.
-pub(crate) const EXAMPLES: usize = 3;
 
 pub(crate) fn is_caller(kind: i8) -> bool {
     kind == KIND_CLIENT || kind == KIND_PRODUCER
@@ -79,50 +76,6 @@ pub(crate) struct EdgeKey<N> {
     pub server: N,
     pub kind: EdgeKind,
     pub virtual_node: Option<VirtualNode>,
-}
-
-/// The slowest calls of an edge or bucket: `(duration, trace id)`, slowest first, ties
-/// by trace id, so the choice does not depend on scan order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Examples(Vec<(i64, [u8; 16])>);
-
-impl Examples {
-    #[inline]
-    pub fn offer(&mut self, duration: i64, trace: &[u8; 16]) {
-        if self.0.len() == EXAMPLES
-            && !Self::before(&(duration, *trace), self.0.last().expect("full"))
-        {
-            return;
-        }
-        if self.0.iter().any(|(d, t)| *d == duration && t == trace) {
-            return;
-        }
-        let at = self
-            .0
-            .iter()
-            .position(|e| Self::before(&(duration, *trace), e))
-            .unwrap_or(self.0.len());
-        self.0.insert(at, (duration, *trace));
-        self.0.truncate(EXAMPLES);
-    }
-
-    fn before(a: &(i64, [u8; 16]), b: &(i64, [u8; 16])) -> bool {
-        (std::cmp::Reverse(a.0), a.1) < (std::cmp::Reverse(b.0), b.1)
-    }
-
-    pub fn merge(&mut self, other: &Examples) {
-        for (d, t) in &other.0 {
-            self.offer(*d, t);
-        }
-    }
-
-    pub fn remove(&mut self, duration: i64, trace: &[u8; 16]) {
-        self.0.retain(|(d, t)| !(*d == duration && t == trace));
-    }
-
-    pub fn hex(&self) -> Vec<String> {
-        self.0.iter().map(|(_, t)| hex::encode(t)).collect()
-    }
 }
 
 /// One side of a call, as the graph needs it.

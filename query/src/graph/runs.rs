@@ -34,7 +34,7 @@ use super::model::{
     EdgeAgg, EdgeKey, EdgeKind, Partial, Pending, STATUS_ERROR, Side, UNKNOWN, USER, VirtualNode,
     is_callee, is_caller,
 };
-use super::scan::{IdMap, Interner, NameIds, StrColumn, Worker, column, typed};
+use crate::span_scan::{IdMap, Interner, NameIds, StrColumn, Worker, column, typed};
 use crate::{Error, Result};
 
 /// Columns both graph passes read.

@@ -28,8 +28,8 @@ use weft_schemas::columns::{SERVICE_NAME, TRACE_ID};
 
 use super::model::{EdgeKey, EdgeKind, Partial, Side, VirtualNode, is_callee, is_caller};
 use super::runs::{COLUMNS, Cols};
-use super::scan::{IdSet, Interner, NameIds, TimeRange, Worker, column, scan};
 use crate::Result;
+use crate::span_scan::{IdSet, Interner, NameIds, TimeRange, Worker, column, scan};
 
 /// Longest trace-id list pushed into the Parquet reader; beyond it the rows are matched
 /// here only (a huge IN list costs more to plan than it saves).

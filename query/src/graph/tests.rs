@@ -148,7 +148,7 @@ pub(crate) fn request(resources: Vec<(&str, Vec<Value>)>) -> Vec<u8> {
 
 /// Asserts `got` is within the sketch's relative error of `exact`.
 pub(crate) fn assert_close(got: i64, exact: i64, what: &str) {
-    let bound = exact as f64 * crate::latency::sketch::RELATIVE_ERROR;
+    let bound = exact as f64 * crate::span_scan::sketch::RELATIVE_ERROR;
     assert!(
         (got - exact).abs() as f64 <= bound,
         "{what}: {got} is not within {bound} of {exact}"

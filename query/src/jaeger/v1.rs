@@ -23,7 +23,8 @@ use serde_json::Value;
 
 use super::{model, operations as service_operations_of, service_names};
 use crate::graph::DependencyLink;
-use crate::search::params::{Params, now_ns, parse_epoch, parse_go_duration};
+use crate::params::jaeger::{duration as jaeger_duration, epoch, go_duration, tag_pair};
+use crate::params::{Params, now_ns};
 use crate::search::{self, SearchRequest, SpanConditions, SpanKind};
 use crate::{Error, QueryService, Result};
 
@@ -89,6 +90,12 @@ pub(super) struct V1Error(Error);
 impl From<Error> for V1Error {
     fn from(err: Error) -> Self {
         Self(err)
+    }
+}
+
+impl From<crate::params::ParamError> for V1Error {
+    fn from(err: crate::params::ParamError) -> Self {
+        Self(err.into())
     }
 }
 
@@ -267,14 +274,14 @@ fn search_request(params: &Params, now_ns: i64) -> Result<Option<SearchRequest>>
         .one("service")?
         .ok_or_else(|| Error::BadRequest("parameter 'service' is required".into()))?;
     let end = match params.one("end")? {
-        Some(text) => parse_epoch("end", text, MICROSECOND_NS)?,
+        Some(text) => epoch("end", text, MICROSECOND_NS)?,
         None => now_ns,
     };
     let start = match params.one("start")? {
-        Some(text) => parse_epoch("start", text, MICROSECOND_NS)?,
+        Some(text) => epoch("start", text, MICROSECOND_NS)?,
         // The UI also sends `lookback=1h` (or `custom`); it only matters without `start`.
         None => {
-            let lookback = params.one("lookback")?.and_then(parse_go_duration);
+            let lookback = params.one("lookback")?.and_then(go_duration);
             end.saturating_sub(lookback.unwrap_or(DEFAULT_LOOKBACK_NS))
         }
     };
@@ -282,11 +289,7 @@ fn search_request(params: &Params, now_ns: i64) -> Result<Option<SearchRequest>>
         let Some(text) = params.one(name)? else {
             return Ok(None);
         };
-        let ns = parse_go_duration(text.trim()).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "unable to parse param '{name}': {text:?} is not a duration such as 1.2s, 500ms or 10us"
-            ))
-        })?;
+        let ns = jaeger_duration(name, text)?;
         // Jaeger treats a zero duration as "no bound".
         Ok((ns != 0).then_some(ns))
     };
@@ -319,12 +322,8 @@ fn search_request(params: &Params, now_ns: i64) -> Result<Option<SearchRequest>>
 
     let mut tags = BTreeMap::new();
     for tag in params.all("tag") {
-        let Some((key, value)) = tag.split_once(':') else {
-            return Err(Error::BadRequest(format!(
-                "malformed 'tag' parameter, expecting key:value, received: {tag}"
-            )));
-        };
-        tags.insert(key.to_owned(), value.to_owned());
+        let (key, value) = tag_pair(tag)?;
+        tags.insert(key, value);
     }
     for json in params.all("tags") {
         super::parse_tags_json("tags", json, &mut tags)?;
@@ -369,11 +368,11 @@ pub(super) async fn dependencies(
 ) -> Reply<Vec<DependencyLink>> {
     let params = params(query)?;
     let end = match params.one("endTs")? {
-        Some(text) => parse_epoch("endTs", text, MILLISECOND_NS)?,
+        Some(text) => epoch("endTs", text, MILLISECOND_NS)?,
         None => now_ns(),
     };
     let lookback = match params.one("lookback")? {
-        Some(text) => parse_epoch("lookback", text, MILLISECOND_NS)?,
+        Some(text) => epoch("lookback", text, MILLISECOND_NS)?,
         None => DEFAULT_DEPENDENCY_LOOKBACK_NS,
     };
     if lookback < 0 {

@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{operations as service_operations_of, service_names};
-use crate::search::params::{Params, parse_go_duration, parse_rfc3339};
+use crate::params::Params;
+use crate::params::jaeger::{v3_duration, v3_time};
 use crate::search::{SearchRequest, SpanConditions, SpanKind};
 use crate::{Error, QueryService, Result};
 
@@ -35,6 +36,12 @@ pub(super) struct V3Error(Error);
 impl From<Error> for V3Error {
     fn from(err: Error) -> Self {
         Self(err)
+    }
+}
+
+impl From<crate::params::ParamError> for V3Error {
+    fn from(err: crate::params::ParamError) -> Self {
+        Self(err.into())
     }
 }
 
@@ -126,19 +133,13 @@ fn search_request(params: &Params) -> Result<Option<SearchRequest>> {
     let time = |names: &[&str]| -> Result<Option<i64>> {
         params
             .first_of(names)?
-            .map(|(name, value)| parse_rfc3339(&format!("malformed parameter {name}"), value))
+            .map(|(name, value)| Ok(v3_time(name, value)?))
             .transpose()
     };
     let duration = |names: &[&str]| -> Result<Option<i64>> {
         params
             .first_of(names)?
-            .map(|(name, value)| {
-                parse_go_duration(value.trim()).ok_or_else(|| {
-                    Error::BadRequest(format!(
-                        "malformed parameter {name}: {value:?} is not a duration such as 1.2s or 500ms"
-                    ))
-                })
-            })
+            .map(|(name, value)| Ok(v3_duration(name, value)?))
             .transpose()
     };
     let start_min = time(&["query.startTimeMin", "query.start_time_min"])?;
@@ -210,7 +211,7 @@ pub(super) async fn trace(
     // so a malformed one is reported.
     for names in [["startTime", "start_time"], ["endTime", "end_time"]] {
         if let Some((name, value)) = params.first_of(&names)? {
-            parse_rfc3339(&format!("malformed parameter {name}"), value)?;
+            v3_time(name, value)?;
         }
     }
     let Some(batches) = service.trace(trace_id).await? else {

@@ -23,10 +23,10 @@ use weft_schemas::columns::{
     DURATION_NS, SAMPLE_WEIGHT, SERVICE_NAME, SPAN_NAME, START_TIME, STATUS_CODE, TRACE_ID,
 };
 
-use super::sketch::LogSketch;
 use crate::Result;
-use crate::graph::model::{Examples, STATUS_ERROR};
-use crate::graph::scan::{IdMap, Interner, NameIds, TimeRange, Worker, column, typed};
+use crate::span_scan::examples::Examples;
+use crate::span_scan::sketch::LogSketch;
+use crate::span_scan::{IdMap, Interner, NameIds, STATUS_ERROR, TimeRange, Worker, column, typed};
 
 /// Columns of the operations table.
 pub(super) const OPS_COLUMNS: [&str; 5] = [
@@ -476,7 +476,7 @@ pub(super) fn build_report(spec: &ReportSpec, outputs: Vec<ReportOutput>) -> Lat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::latency::sketch::octave_of;
+    use crate::span_scan::sketch::octave_of;
 
     #[test]
     fn octave_index_agrees_with_the_sketch_octaves() {

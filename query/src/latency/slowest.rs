@@ -22,7 +22,7 @@ use weft_schemas::columns::{
     DURATION_NS, SERVICE_NAME, SPAN_NAME, START_TIME, STATUS_CODE, TRACE_ID,
 };
 
-use crate::graph::scan::TimeRange;
+use crate::params::TimeRange;
 use crate::{Error, QueryService, Result};
 
 /// `limit` when none is given.
@@ -56,8 +56,7 @@ impl SlowestParams {
             .service
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::BadRequest("service is required".into()))?;
-        let range =
-            crate::graph::params::time_range(self.start.as_deref(), self.end.as_deref(), now_ns)?;
+        let range = crate::params::time_range(self.start.as_deref(), self.end.as_deref(), now_ns)?;
         let limit = match self.limit {
             None => DEFAULT_LIMIT,
             Some(text) => text
@@ -176,7 +175,7 @@ pub async fn slowest(service: &QueryService, query: &SlowestQuery) -> Result<Slo
                     } else {
                         statuses.value(row)
                     },
-                    start_time: crate::search::params::format_rfc3339(starts.value(row)),
+                    start_time: crate::params::format_instant(starts.value(row)),
                 });
             }
         }

@@ -384,8 +384,8 @@ fn params(pairs: &[(&str, &str)]) -> Result<LatencyQuery> {
 fn parameters_are_checked() {
     let q = params(&[
         ("service", "a"),
-        ("start", "5"),
-        ("end", "2000000000"),
+        ("start", "5ns"),
+        ("end", "2000000000ns"),
         ("step", "1s"),
     ])
     .unwrap();
@@ -408,8 +408,8 @@ fn parameters_are_checked() {
     assert_eq!(q.service, None);
     let q = params(&[
         ("service", "a"),
-        ("compare_start", "1"),
-        ("compare_end", "2"),
+        ("compare_start", "1ns"),
+        ("compare_end", "2ns"),
     ])
     .unwrap();
     assert_eq!(

@@ -2,11 +2,11 @@
 //!
 //! | parameter | meaning |
 //! | --- | --- |
-//! | `start`, `end` | span start range, inclusive; RFC 3339 or unix nanoseconds (default: unbounded) |
+//! | `start`, `end` | span start range, inclusive; a time (see `crate::params`; default: unbounded) |
 //! | `service`, `operation` | service name, span name |
 //! | `kind` | `server`, `client`, `producer`, `consumer`, `internal`, `unspecified` |
 //! | `status` | `ok`, `error`, `unset` |
-//! | `min_duration`, `max_duration` | span duration: `250ms`, `1.5s`, … or integer nanoseconds |
+//! | `min_duration`, `max_duration` | span duration: `250ms`, `1.5s`, … (see `crate::params`) |
 //! | `attr` (repeatable) | span attribute condition: `key`, `key=v`, `key!=v`, `key<n`, `key<=n`, `key>n`, `key>=n` |
 //! | `resource_attr` (repeatable) | the same on resource attributes |
 //! | `tag` (repeatable) | the same anywhere Jaeger looks: span, scope and resource attributes, event and link attributes |
@@ -42,11 +42,11 @@ use serde::Serialize;
 use serde_json::Value;
 use ts_rs::TS;
 
-use super::params::{Params, parse_duration, parse_time};
 use super::{
     AttributeCondition, AttributeScope, Cursor, DEFAULT_LIMIT, SearchPage, SearchRequest, SpanKind,
     SpanStatus, TraceSummary, search,
 };
+use crate::params::{Params, format_instant, parse_duration, parse_instant};
 use crate::{Error, QueryService, Result};
 
 const PARAMETERS: [&str; 21] = [
@@ -148,7 +148,7 @@ impl From<&TraceSummary> for SearchTrace {
             trace_id: hex::encode(trace.trace_id),
             root_service: root.map(|r| r.service.clone()),
             root_operation: root.map(|r| r.operation.clone()),
-            start_time: super::params::format_rfc3339(trace.start_ns),
+            start_time: format_instant(trace.start_ns),
             start_time_unix_nano: trace.start_ns.to_string(),
             duration_ns: trace.duration_ns,
             span_count: trace.span_count,
@@ -165,10 +165,15 @@ impl From<&TraceSummary> for SearchTrace {
     }
 }
 
-fn request_from(params: &Params) -> Result<SearchRequest> {
+pub(crate) fn request_from(params: &Params) -> Result<SearchRequest> {
     params.reject_unknown(&PARAMETERS)?;
     let text = |name| params.one(name).map(|v| v.map(str::to_owned));
-    let time = |name| params.one(name)?.map(|v| parse_time(name, v)).transpose();
+    let time = |name| {
+        params
+            .one(name)?
+            .map(|v| parse_instant(name, v))
+            .transpose()
+    };
     let duration = |name| {
         params
             .one(name)?

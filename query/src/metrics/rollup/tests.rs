@@ -15,7 +15,7 @@ use weft_collector::{Collector, CollectorConfig, Format};
 
 use super::*;
 use crate::QueryConfig;
-use crate::metrics_query::{Agg, Label, RangeQuery, ResolutionMode, range};
+use crate::metrics::query::{Agg, Label, RangeQuery, ResolutionMode, range};
 
 const S: i64 = 1_000_000_000;
 const M: i64 = 60 * S;
@@ -681,7 +681,7 @@ async fn range_queries_read_rollups_and_answer_as_raw_points_do() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heatmaps_read_rollups_and_answer_as_raw_points_do() {
-    use crate::metrics_query::heatmap::heatmap;
+    use crate::metrics::query::heatmap::heatmap;
     let (_dir, collector, _data) = setup().await;
     let rolled = service(&collector, true);
     let raw = service(&collector, false);
@@ -823,7 +823,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     .await
     .unwrap();
     assert_eq!(after.series, raw.series);
-    let hour1 = |answer: &crate::metrics_query::RangeAnswer| {
+    let hour1 = |answer: &crate::metrics::query::RangeAnswer| {
         answer.series[0].1.iter().find(|p| p.0 == H0 + H).unwrap().1
     };
     assert!(close(hour1(&after), hour1(&before) + 1000.0));

@@ -31,16 +31,16 @@
 //!
 //! User input never becomes SQL text: every filter is a DataFusion `Expr` with literals.
 //! `match[key]=value` and `group_by=key` name point attributes; the key `service_name`
-//! means the resource's service. Times are RFC 3339 or Unix seconds; durations are
-//! seconds or Prometheus-style (`90s`, `5m`, `1h30m`).
+//! means the resource's service. Times and `step` are the native grammar of
+//! [`crate::params`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
-    Array, AsArray, Float64Array, Int8Array, Int32Array, ListArray, MapArray, RecordBatch,
-    StringArray, TimestampNanosecondArray, UInt64Array,
+    Array, AsArray, Float64Array, Int8Array, ListArray, MapArray, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use axum::Router;
@@ -58,7 +58,14 @@ use weft_schemas::Table;
 use weft_schemas::columns::*;
 use weft_schemas::metrics::metric_type;
 
-use crate::{Error, QueryService, Result, rollup};
+pub use weft_schemas::metrics_algebra::Histogram as Hist;
+use weft_schemas::metrics_algebra::{counter_increase, histogram_increase};
+
+pub(crate) use super::points::HistColumns;
+use super::points::column;
+use super::rollup;
+use crate::params::{parse_instant, parse_positive_duration};
+use crate::{Error, QueryService, Result};
 
 pub mod heatmap;
 
@@ -233,8 +240,14 @@ fn selector(
         }
         selector.metric = Some(metric);
     }
-    selector.start = rest.remove("start").map(|s| parse_time(&s)).transpose()?;
-    selector.end = rest.remove("end").map(|s| parse_time(&s)).transpose()?;
+    selector.start = rest
+        .remove("start")
+        .map(|s| parse_instant("start", &s))
+        .transpose()?;
+    selector.end = rest
+        .remove("end")
+        .map(|s| parse_instant("end", &s))
+        .transpose()?;
     if let (Some(start), Some(end)) = (selector.start, selector.end)
         && start >= end
     {
@@ -270,7 +283,7 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
         return Err(Error::BadRequest("start must be before end".into()));
     }
     let step = match rest.remove("step") {
-        Some(s) => parse_duration(&s)?,
+        Some(s) => parse_positive_duration("step", &s)?,
         None => DEFAULT_STEP_NS,
     };
     // i128: `end - start` can exceed i64 for extreme (but valid) times.
@@ -338,66 +351,6 @@ pub fn parse_range_query(pairs: &[(String, String)], now: i64) -> Result<RangeQu
     })
 }
 
-/// RFC 3339 (`2018-12-13T14:51:00Z`) or Unix seconds (`1544712660.3`), as ns since 1970.
-pub fn parse_time(text: &str) -> Result<i64> {
-    let bad = || Error::BadRequest(format!("time {text:?}: expected RFC 3339 or Unix seconds"));
-    if let Ok(seconds) = text.parse::<f64>() {
-        let ns = seconds * 1e9;
-        // Timestamps are i64 nanoseconds: about years 1677 to 2262.
-        if !ns.is_finite() || ns.abs() >= 9.2e18 {
-            return Err(bad());
-        }
-        return Ok(ns.round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(bad)
-}
-
-/// Seconds (`30`, `0.5`) or Prometheus-style units (`250ms`, `90s`, `5m`, `1h30m`, `1d`,
-/// `1w`), as ns; must be positive.
-pub fn parse_duration(text: &str) -> Result<i64> {
-    let bad = || Error::BadRequest(format!("duration {text:?}: expected e.g. 60, 30s, 5m, 1h"));
-    let ns = if let Ok(seconds) = text.parse::<f64>() {
-        let ns = seconds * 1e9;
-        if !ns.is_finite() || ns >= 9.2e18 {
-            return Err(bad());
-        }
-        ns.round() as i64
-    } else {
-        let mut total: i64 = 0;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest.chars().take_while(char::is_ascii_digit).count();
-            let number: i64 = rest[..digits].parse().map_err(|_| bad())?;
-            rest = &rest[digits..];
-            let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
-            let unit: i64 = match &rest[..unit_len] {
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60_000_000_000,
-                "h" => 3_600_000_000_000,
-                "d" => 86_400_000_000_000,
-                "w" => 604_800_000_000_000,
-                _ => return Err(bad()),
-            };
-            rest = &rest[unit_len..];
-            total = number
-                .checked_mul(unit)
-                .and_then(|n| total.checked_add(n))
-                .ok_or_else(bad)?;
-        }
-        total
-    };
-    if ns <= 0 {
-        return Err(Error::BadRequest(format!(
-            "duration {text:?} must be positive"
-        )));
-    }
-    Ok(ns)
-}
-
 // ---- running queries ------------------------------------------------------------------------
 
 fn ts(ns: i64) -> Expr {
@@ -440,13 +393,6 @@ where
     tokio::time::timeout(Duration::from_secs(timeout_secs), run)
         .await
         .map_err(|_| Error::Timeout(timeout_secs))?
-}
-
-fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Execution(format!("unexpected type of column {name}")))
 }
 
 /// A string-like column as `StringArray` (dictionaries and views are cast).
@@ -721,7 +667,7 @@ pub struct RangeAnswer {
     /// The metric's type (of its first series), `None` when nothing matched.
     pub metric_type: Option<i8>,
     pub series: Series,
-    /// The sources read, coarsest first: `"1h"`, `"1m"` (rollups, see [`crate::rollup`])
+    /// The sources read, coarsest first: `"1h"`, `"1m"` (rollups, see [`super::rollup`])
     /// and `"raw"` (the `metrics` table).
     pub resolution: Vec<&'static str>,
 }
@@ -729,7 +675,7 @@ pub struct RangeAnswer {
 /// Runs a range query within the query time limit. Hours with a rollup whose buckets fit
 /// in the query's step buckets are read from the rollup, the rest from raw points; both
 /// streams are merged per series in time order into one [`Engine`], so the answer is the
-/// one raw points give (see [`crate::rollup`]).
+/// one raw points give (see [`super::rollup`]).
 pub async fn range(service: &QueryService, query: &RangeQuery) -> Result<RangeAnswer> {
     let timeout_secs = service.config().timeout_secs;
     let max_points = service.config().max_result_rows;
@@ -1074,157 +1020,6 @@ async fn merge_into(engine: &mut Engine, mut inputs: Vec<Input>) -> Result<()> {
 
 // ---- the range-query engine -----------------------------------------------------------------
 
-/// A histogram as (upper bound, count) buckets sorted by bound; the last may be +Inf.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Hist {
-    pub buckets: Vec<(f64, f64)>,
-    pub count: f64,
-}
-
-impl Hist {
-    /// Explicit bounds `b`, counts `c` (`c.len() == b.len() + 1`; the last is +Inf).
-    pub fn explicit(bounds: &[f64], counts: &[u64]) -> Self {
-        let buckets = counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (bounds.get(i).copied().unwrap_or(f64::INFINITY), *c as f64))
-            .collect::<Vec<_>>();
-        Self::from_buckets(buckets)
-    }
-
-    /// An exponential histogram: bucket `i` of scale `s` covers `(base^i, base^(i+1)]`
-    /// with `base = 2^(2^-s)`; negative buckets mirror it; the zero bucket ends at the
-    /// zero threshold.
-    pub fn exponential(
-        scale: i32,
-        zero_count: u64,
-        zero_threshold: f64,
-        positive: Option<(i32, &[u64])>,
-        negative: Option<(i32, &[u64])>,
-    ) -> Self {
-        let factor = (-f64::from(scale)).exp2();
-        let bound = |index: i64| (index as f64 * factor).exp2();
-        let mut buckets = vec![(zero_threshold, zero_count as f64)];
-        if let Some((offset, counts)) = positive {
-            for (j, c) in counts.iter().enumerate() {
-                buckets.push((bound(i64::from(offset) + j as i64 + 1), *c as f64));
-            }
-        }
-        if let Some((offset, counts)) = negative {
-            for (j, c) in counts.iter().enumerate() {
-                buckets.push((-bound(i64::from(offset) + j as i64), *c as f64));
-            }
-        }
-        Self::from_buckets(buckets)
-    }
-
-    /// From (upper bound, count) buckets in any order.
-    pub fn from_buckets(mut buckets: Vec<(f64, f64)>) -> Self {
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let count = buckets.iter().map(|b| b.1).sum();
-        Self { buckets, count }
-    }
-
-    /// Adds `other`'s counts bucket by bucket (matched by upper bound).
-    pub fn merge(&mut self, other: &Hist) {
-        let mut merged: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for (bound, count) in self.buckets.iter().chain(&other.buckets) {
-            merged.entry(bound.to_bits()).or_insert((*bound, 0.0)).1 += count;
-        }
-        *self = Self::from_buckets(merged.into_values().collect());
-    }
-
-    /// The increase from `prev` to `self` (both cumulative), or `None` after a reset
-    /// (fewer observations, or a bucket that went down: new layout or restarted series).
-    pub fn increase_since(&self, prev: &Hist) -> Option<Hist> {
-        if self.count < prev.count {
-            return None;
-        }
-        let before: HashMap<u64, f64> = prev
-            .buckets
-            .iter()
-            .map(|(b, c)| (b.to_bits(), *c))
-            .collect();
-        let mut buckets = Vec::with_capacity(self.buckets.len());
-        for (bound, count) in &self.buckets {
-            let delta = count - before.get(&bound.to_bits()).copied().unwrap_or(0.0);
-            if delta < 0.0 {
-                return None;
-            }
-            buckets.push((*bound, delta));
-        }
-        Some(Self::from_buckets(buckets))
-    }
-
-    /// Prometheus' `histogram_quantile`: linear interpolation inside the bucket holding the
-    /// rank; the +Inf bucket answers the largest finite bound. `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total: f64 = self.buckets.iter().map(|b| b.1).sum();
-        if total <= 0.0 || self.buckets.is_empty() {
-            return None;
-        }
-        let rank = q * total;
-        let mut cumulative = 0.0;
-        for (i, (upper, count)) in self.buckets.iter().enumerate() {
-            let below = cumulative;
-            cumulative += count;
-            if cumulative < rank || *count == 0.0 && cumulative < total {
-                continue;
-            }
-            if upper.is_infinite() {
-                return if i == 0 {
-                    None
-                } else {
-                    Some(self.buckets[i - 1].0)
-                };
-            }
-            if i == 0 && *upper <= 0.0 {
-                return Some(*upper);
-            }
-            let lower = if i == 0 { 0.0 } else { self.buckets[i - 1].0 };
-            return Some(lower + (upper - lower) * ((rank - below) / count));
-        }
-        self.buckets.last().map(|b| b.0)
-    }
-}
-
-/// Whether a cumulative series restarted between two points: both have a start time and
-/// it changed.
-pub(crate) fn restarted(prev_start: Option<i64>, start: Option<i64>) -> bool {
-    prev_start.is_some() && start.is_some() && prev_start != start
-}
-
-/// The increase of a cumulative counter from its previous point `(prev_start,
-/// prev_value)` to `(start, v)`. A value below the previous one, or a new start time, is
-/// a reset: the counter restarted from zero, so the whole value is the increase.
-pub(crate) fn counter_step(
-    prev_start: Option<i64>,
-    prev_value: f64,
-    start: Option<i64>,
-    v: f64,
-) -> f64 {
-    if restarted(prev_start, start) || v < prev_value {
-        v
-    } else {
-        v - prev_value
-    }
-}
-
-/// The bucket-count increase of a cumulative histogram since its previous point; after a
-/// restart or a reset (a count went down) the whole histogram.
-pub(crate) fn hist_step(
-    prev_start: Option<i64>,
-    prev: &Hist,
-    start: Option<i64>,
-    hist: Hist,
-) -> Hist {
-    if restarted(prev_start, start) {
-        hist
-    } else {
-        hist.increase_since(prev).unwrap_or(hist)
-    }
-}
-
 /// One stored point, as the engine sees it.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -1247,7 +1042,7 @@ impl Point {
 }
 
 /// One rollup row: what one series' points inside one rollup bucket add up to, for a
-/// bucket that lies inside one step bucket of the query (see [`crate::rollup`] for the
+/// bucket that lies inside one step bucket of the query (see [`super::rollup`] for the
 /// columns it comes from).
 #[derive(Debug, Clone, Default)]
 pub struct Segment {
@@ -1533,7 +1328,7 @@ impl Engine {
     }
 
     /// The increase of a cumulative counter since its previous point (see
-    /// [`counter_step`]); without one, the whole value when the series began inside the
+    /// [`counter_increase`]); without one, the whole value when the series began inside the
     /// read window, else unknown.
     fn counter_increase(
         &self,
@@ -1542,12 +1337,14 @@ impl Engine {
         v: f64,
     ) -> Option<f64> {
         match prev {
-            Some((prev_start, prev_value)) => Some(counter_step(prev_start, prev_value, start, v)),
+            Some((prev_start, prev_value)) => {
+                Some(counter_increase(prev_start, prev_value, start, v))
+            }
             None => self.began_in_window(start).then_some(v),
         }
     }
 
-    /// [`Engine::counter_increase`] for cumulative histograms (see [`hist_step`]).
+    /// [`Engine::counter_increase`] for cumulative histograms (see [`histogram_increase`]).
     fn hist_increase(
         &self,
         prev: Option<(Option<i64>, Hist)>,
@@ -1555,7 +1352,7 @@ impl Engine {
         hist: Hist,
     ) -> Option<Hist> {
         match prev {
-            Some((prev_start, prev)) => Some(hist_step(prev_start, &prev, start, hist)),
+            Some((prev_start, prev)) => Some(histogram_increase(prev_start, &prev, start, hist)),
             None => self.began_in_window(start).then_some(hist),
         }
     }
@@ -1633,7 +1430,7 @@ impl Engine {
     /// The segments of one batch of a rollup projection whose bucket start is in
     /// `intervals`.
     fn decode_segments(&self, batch: &RecordBatch, intervals: &[(i64, i64)]) -> Result<Vec<Item>> {
-        use crate::rollup::columns as rc;
+        use super::rollup::columns as rc;
         let ids: &UInt64Array = column(batch, SERIES_ID)?;
         let types: &Int8Array = column(batch, METRIC_TYPE)?;
         let temporality: &Int8Array = column(batch, AGGREGATION_TEMPORALITY)?;
@@ -1827,79 +1624,6 @@ fn opt_ts(a: &TimestampNanosecondArray, row: usize) -> Option<i64> {
     (!a.is_null(row)).then(|| a.value(row))
 }
 
-/// The histogram columns of the `metrics` table in a batch (raw range queries, rollups).
-pub(crate) struct HistColumns<'a> {
-    counts: &'a ListArray,
-    bounds: &'a ListArray,
-    scale: &'a Int32Array,
-    zero_count: &'a UInt64Array,
-    zero_threshold: &'a Float64Array,
-    pos_offset: &'a Int32Array,
-    pos_counts: &'a ListArray,
-    neg_offset: &'a Int32Array,
-    neg_counts: &'a ListArray,
-}
-
-impl<'a> HistColumns<'a> {
-    pub(crate) fn new(batch: &'a RecordBatch) -> Result<Self> {
-        Ok(Self {
-            counts: column(batch, BUCKET_COUNTS)?,
-            bounds: column(batch, EXPLICIT_BOUNDS)?,
-            scale: column(batch, EXP_SCALE)?,
-            zero_count: column(batch, EXP_ZERO_COUNT)?,
-            zero_threshold: column(batch, EXP_ZERO_THRESHOLD)?,
-            pos_offset: column(batch, EXP_POSITIVE_OFFSET)?,
-            pos_counts: column(batch, EXP_POSITIVE_BUCKET_COUNTS)?,
-            neg_offset: column(batch, EXP_NEGATIVE_OFFSET)?,
-            neg_counts: column(batch, EXP_NEGATIVE_BUCKET_COUNTS)?,
-        })
-    }
-
-    fn u64s(list: &ListArray, row: usize) -> Vec<u64> {
-        if list.is_null(row) {
-            return Vec::new();
-        }
-        list.value(row)
-            .as_primitive::<UInt64Type>()
-            .values()
-            .to_vec()
-    }
-
-    /// The histogram of `row` (`None` unless `metric_type` is a histogram).
-    pub(crate) fn read(&self, metric_type: i8, row: usize) -> Option<Hist> {
-        match metric_type {
-            metric_type::HISTOGRAM => {
-                let counts = Self::u64s(self.counts, row);
-                let bounds = if self.bounds.is_null(row) {
-                    Vec::new()
-                } else {
-                    self.bounds
-                        .value(row)
-                        .as_primitive::<Float64Type>()
-                        .values()
-                        .to_vec()
-                };
-                Some(Hist::explicit(&bounds, &counts))
-            }
-            metric_type::EXPONENTIAL_HISTOGRAM => {
-                let side = |offset: &Int32Array, counts: &ListArray| {
-                    (!offset.is_null(row)).then(|| (offset.value(row), Self::u64s(counts, row)))
-                };
-                let positive = side(self.pos_offset, self.pos_counts);
-                let negative = side(self.neg_offset, self.neg_counts);
-                Some(Hist::exponential(
-                    self.scale.value(row),
-                    self.zero_count.value(row),
-                    self.zero_threshold.value(row),
-                    positive.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                    negative.as_ref().map(|(o, c)| (*o, c.as_slice())),
-                ))
-            }
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1988,11 +1712,15 @@ mod tests {
 
     #[test]
     fn durations_and_times() {
-        assert_eq!(parse_duration("1h30m").unwrap(), 5_400 * S);
-        assert_eq!(parse_duration("250ms").unwrap(), S / 4);
-        assert_eq!(parse_duration("0.5").unwrap(), S / 2);
-        assert_eq!(parse_time("1.5").unwrap(), 3 * S / 2);
-        assert_eq!(parse_time("1970-01-01T00:00:01+01:00").unwrap(), -3_599 * S);
+        use crate::params::{parse_duration, parse_instant};
+        assert_eq!(parse_duration("step", "1h30m").unwrap(), 5_400 * S);
+        assert_eq!(parse_duration("step", "250ms").unwrap(), S / 4);
+        assert_eq!(parse_duration("step", "0.5").unwrap(), S / 2);
+        assert_eq!(parse_instant("start", "1.5").unwrap(), 3 * S / 2);
+        assert_eq!(
+            parse_instant("start", "1970-01-01T00:00:01+01:00").unwrap(),
+            -3_599 * S
+        );
     }
 
     fn query(agg: Agg, start: i64, end: i64, step: i64) -> RangeQuery {

@@ -29,7 +29,10 @@ use weft_schemas::metrics::metric_type;
 
 use super::columns as rc;
 use super::{HOUR_NS, Resolution};
-use crate::metrics_query::{Hist, HistColumns, counter_step, hist_step, restarted};
+use weft_schemas::metrics_algebra::Histogram as Hist;
+use weft_schemas::metrics_algebra::{counter_increase, histogram_increase, restarted};
+
+use crate::metrics::points::{HistColumns, column};
 use crate::{Error, Result};
 
 /// Rows per output batch.
@@ -84,7 +87,7 @@ fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new(LIST_ITEM, item, false)))
 }
 
-/// The schema of the rollup tables (see the module docs of [`crate::rollup`]).
+/// The schema of the rollup tables (see the module docs of [`crate::metrics::rollup`]).
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
@@ -181,7 +184,7 @@ fn step(prev: &RawPoint, p: &RawPoint) -> Step {
     if p.metric_type == metric_type::SUM
         && let (Some(pv), Some(v)) = (prev.value, p.value)
     {
-        out.value = Some(counter_step(prev.start, pv, p.start, v));
+        out.value = Some(counter_increase(prev.start, pv, p.start, v));
     }
     if let (Some(pc), Some(c)) = (prev.count, p.count) {
         let reset = restarted(prev.start, p.start) || c < pc;
@@ -191,7 +194,7 @@ fn step(prev: &RawPoint, p: &RawPoint) -> Step {
         }
     }
     if let (Some(ph), Some(h)) = (&prev.hist, &p.hist) {
-        out.hist = Some(hist_step(prev.start, ph, p.start, h.clone()));
+        out.hist = Some(histogram_increase(prev.start, ph, p.start, h.clone()));
     }
     out
 }
@@ -536,13 +539,6 @@ fn unsorted(series_id: u64) -> Error {
     Error::Execution(format!(
         "rollup input is not sorted by series and time (series {series_id})"
     ))
-}
-
-fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::Execution(format!("rollup input: unexpected column {name}")))
 }
 
 fn hist_lists(rows: &[Acc], get: impl Fn(&Acc) -> Option<&Hist>) -> (ArrayRef, ArrayRef) {

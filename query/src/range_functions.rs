@@ -1,10 +1,12 @@
-//! SQL table functions over a time range:
+//! SQL table functions over a time range (registered in every session; they use both
+//! `graph` and `latency`, which is why they live beside them and not inside either):
 //!
 //! ```text
 //!  SELECT * FROM service_graph('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z')
 //!  SELECT * FROM dependency_links(1704067200000000000, 1704153600000000000)
 //!  SELECT * FROM span_latency('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z')
-//!     │ planning: arguments parsed (RFC 3339 / unix ns; none = the last hour)
+//!     │ planning: arguments read as times in the native grammar
+//!     │           (`crate::params`: RFC 3339, unix time; none = the last hour)
 //!     ▼
 //!  RangeTable::scan ─> graph::compute / latency::operation_rows on the same session's
 //!                      `spans` table ─> one RecordBatch ─> memory exec (projection applied)
@@ -31,14 +33,14 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::future::BoxFuture;
 
-use super::params;
-use super::scan::TimeRange;
 use crate::Result;
+use crate::graph::{Edge, Percentiles, VirtualNode};
+use crate::params::{self, TimeRange};
 
 type Compute = for<'a> fn(&'a dyn Session, TimeRange) -> BoxFuture<'a, Result<RecordBatch>>;
 
 /// Registers every range table function in `ctx`.
-pub(super) fn register(ctx: &SessionContext) {
+pub fn register(ctx: &SessionContext) {
     let functions: [(&'static str, SchemaRef, Compute); 3] = [
         ("service_graph", service_graph_schema(), |s, r| {
             Box::pin(service_graph_batch(s, r))
@@ -90,19 +92,19 @@ impl TableFunctionImpl for RangeFunction {
     }
 }
 
-/// `(start, end)` arguments: strings (RFC 3339 or digits), integers (unix ns) or
+/// `(start, end)` arguments: strings and integers in the native time grammar, or
 /// timestamps; none for the last hour, one for "from start until now".
-fn range_of(name: &str, args: &[Expr]) -> DfResult<TimeRange> {
+pub(crate) fn range_of(name: &str, args: &[Expr]) -> DfResult<TimeRange> {
     if args.len() > 2 {
         return plan_err!("{name}(start, end) takes at most two arguments");
     }
-    let text: Vec<String> = args
+    let instants: Vec<i64> = args
         .iter()
-        .map(|arg| time_arg(name, arg).map(|ns| ns.to_string()))
+        .map(|arg| time_arg(name, arg))
         .collect::<DfResult<_>>()?;
-    params::time_range(
-        text.first().map(String::as_str),
-        text.get(1).map(String::as_str),
+    params::range_of_instants(
+        ("start", instants.first().copied()),
+        ("end", instants.get(1).copied()),
         params::now_ns(),
     )
     .map_err(|e| DataFusionError::Plan(format!("{name}: {e}")))
@@ -111,7 +113,7 @@ fn range_of(name: &str, args: &[Expr]) -> DfResult<TimeRange> {
 fn time_arg(name: &str, arg: &Expr) -> DfResult<i64> {
     let bad = || {
         plan_err!(
-            "{name}(start, end): arguments must be RFC 3339 strings, unix nanoseconds or \
+            "{name}(start, end): arguments must be RFC 3339 strings, unix times or \
              timestamps, got {arg}"
         )
     };
@@ -128,17 +130,17 @@ fn time_arg(name: &str, arg: &Expr) -> DfResult<i64> {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => s.clone(),
-        ScalarValue::Int64(Some(n)) | ScalarValue::TimestampNanosecond(Some(n), _) => {
-            return Ok(*n);
-        }
-        ScalarValue::Int32(Some(n)) => return Ok(i64::from(*n)),
-        ScalarValue::UInt64(Some(n)) => return i64::try_from(*n).or_else(|_| bad()),
+        // Plain numbers read as the same digits would in a URL (see `crate::params`).
+        ScalarValue::Int64(Some(n)) => n.to_string(),
+        ScalarValue::Int32(Some(n)) => n.to_string(),
+        ScalarValue::UInt64(Some(n)) => n.to_string(),
+        ScalarValue::TimestampNanosecond(Some(n), _) => return Ok(*n),
         ScalarValue::TimestampMicrosecond(Some(n), _) => return Ok(n.saturating_mul(1_000)),
         ScalarValue::TimestampMillisecond(Some(n), _) => return Ok(n.saturating_mul(1_000_000)),
         ScalarValue::TimestampSecond(Some(n), _) => return Ok(n.saturating_mul(1_000_000_000)),
         _ => return bad(),
     };
-    params::parse_time(name, &text).map_err(|e| DataFusionError::Plan(e.to_string()))
+    params::parse_instant(name, &text).map_err(|e| DataFusionError::Plan(e.to_string()))
 }
 
 /// The table one call of a range function stands for.
@@ -220,28 +222,27 @@ fn service_graph_schema() -> SchemaRef {
 }
 
 async fn service_graph_batch(session: &dyn Session, range: TimeRange) -> Result<RecordBatch> {
-    let graph = super::compute(session, range)
+    let graph = crate::graph::compute(session, range)
         .await?
         .graph(range.start_ns, range.end_ns);
     let edges = &graph.edges;
-    let strings = |f: &dyn Fn(&super::Edge) -> Option<String>| -> ArrayRef {
+    let strings = |f: &dyn Fn(&Edge) -> Option<String>| -> ArrayRef {
         Arc::new(edges.iter().map(f).collect::<StringArray>())
     };
-    let floats = |f: &dyn Fn(&super::Edge) -> f64| -> ArrayRef {
+    let floats = |f: &dyn Fn(&Edge) -> f64| -> ArrayRef {
         Arc::new(edges.iter().map(f).collect::<Float64Array>())
     };
-    let pick = |side: fn(&super::Edge) -> Option<super::Percentiles>,
-                which: fn(&super::Percentiles) -> i64|
-     -> ArrayRef {
-        Arc::new(
-            edges
-                .iter()
-                .map(|e| side(e).as_ref().map(which))
-                .collect::<Int64Array>(),
-        )
-    };
-    let client = |e: &super::Edge| e.client_latency_ns;
-    let server = |e: &super::Edge| e.server_latency_ns;
+    let pick =
+        |side: fn(&Edge) -> Option<Percentiles>, which: fn(&Percentiles) -> i64| -> ArrayRef {
+            Arc::new(
+                edges
+                    .iter()
+                    .map(|e| side(e).as_ref().map(which))
+                    .collect::<Int64Array>(),
+            )
+        };
+    let client = |e: &Edge| e.client_latency_ns;
+    let server = |e: &Edge| e.server_latency_ns;
     let mut examples = ListBuilder::new(StringBuilder::new());
     for edge in edges {
         for id in &edge.example_trace_ids {
@@ -255,8 +256,8 @@ async fn service_graph_batch(session: &dyn Session, range: TimeRange) -> Result<
         strings(&|e| Some(e.kind.as_str().to_owned())),
         strings(&|e| {
             e.virtual_node.map(|v| match v {
-                super::VirtualNode::Client => "client".to_owned(),
-                super::VirtualNode::Server => "server".to_owned(),
+                VirtualNode::Client => "client".to_owned(),
+                VirtualNode::Server => "server".to_owned(),
             })
         }),
         floats(&|e| e.calls),
@@ -282,7 +283,7 @@ fn links_schema() -> SchemaRef {
 }
 
 async fn links_batch(session: &dyn Session, range: TimeRange) -> Result<RecordBatch> {
-    let links = super::compute(session, range).await?.links();
+    let links = crate::graph::compute(session, range).await?.links();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             links

@@ -16,7 +16,7 @@
 //!         (tmp + fsync + rename; readers take an hour's newest version; replaced
 //!          versions are deleted after a grace period)
 //!
-//!  GET /api/v1/metrics/query_range (metrics_query::range)
+//!  GET /api/v1/metrics/query_range (metrics::query::range)
 //!    plan_sources: per hour of [start - lookback, end): the 1h rollup if the hour lies in
 //!      one step bucket; else per minute the 1m rollup if the minute does; else raw points
 //!    ─> raw stream + rollup streams, each sorted by (series_id, time), merged per series

@@ -1,6 +1,7 @@
-//! Partitioned column scans of the `spans` table over a time range, shared by the
-//! dependency graph and the latency reports, plus the small helpers both use to read
-//! string columns quickly.
+//! What the dependency graph (`crate::graph`) and the latency reports (`crate::latency`)
+//! share, so neither depends on the other: partitioned column scans of the `spans` table
+//! over a time range, the small helpers both use to read string columns quickly, the
+//! weighted duration sketch ([`sketch`]) and the slowest-call examples (`examples`).
 //!
 //! ```text
 //!  the session's `spans` table ── TableProvider::scan(projection, start_time >= s AND < e, …)
@@ -39,23 +40,14 @@ use weft_schemas::columns::START_TIME;
 
 use crate::{Error, Result};
 
+pub(crate) mod examples;
+pub mod sketch;
+
 /// Spans starting in `[start_ns, end_ns)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub start_ns: i64,
-    pub end_ns: i64,
-}
+pub use crate::params::TimeRange;
 
-impl TimeRange {
-    /// The range's length in seconds (for rates).
-    pub fn seconds(&self) -> f64 {
-        (self.end_ns - self.start_ns) as f64 / 1e9
-    }
-
-    fn contains(&self, t: i64) -> bool {
-        t >= self.start_ns && t < self.end_ns
-    }
-}
+/// OTLP `StatusCode` ERROR.
+pub(crate) const STATUS_ERROR: i8 = 2;
 
 /// Consumes the batches of one partition; runs in its own task.
 pub(crate) trait Worker: Send + 'static {
