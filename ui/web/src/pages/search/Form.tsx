@@ -198,7 +198,7 @@ export function SearchFormView({ initial, services, busy, onSearch }: Props) {
             />
           </Field>
           <span id="search-duration-hint" class="sr-only">
-            A duration such as 250ms, 1.5s or 1h30m, or whole nanoseconds
+            A duration such as 250ms, 1.5s or 1h30m; a bare number is seconds
           </span>
         </fieldset>
         <Field id="search-limit" label="Limit">
