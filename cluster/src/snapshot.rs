@@ -313,8 +313,8 @@ pub fn decode(table: Table, body: &[u8]) -> Result<Snapshot, String> {
     for batch in reader {
         let batch = batch.map_err(|e| format!("snapshot rows: {e}"))?;
         // The IPC schema equals the table's; re-wrapping makes it the very same `Arc`.
-        let batch =
-            RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+        let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), batch.columns().to_vec())
+            .map_err(|e| {
                 format!(
                     "snapshot rows do not match the {} schema: {e}",
                     table.name()

@@ -129,16 +129,20 @@ impl Collector {
         let telemetry = options.telemetry;
         let head = options
             .head_sampling
-            .then(|| HeadSampler::new(&options.sampling.head, telemetry.clone()))
+            .then(|| HeadSampler::new(&options.sampling.head, std::sync::Arc::clone(&telemetry)))
             .transpose()
             .map_err(Error::Config)?;
         let tail = Arc::new(
-            TailSampler::new(&options.sampling.tail, telemetry.clone()).map_err(Error::Config)?,
+            TailSampler::new(&options.sampling.tail, std::sync::Arc::clone(&telemetry))
+                .map_err(Error::Config)?,
         );
         let metrics_limiter = options
             .metrics_limits
             .then(|| {
-                metrics_limits::MetricsLimiter::new(&options.sampling.metrics, telemetry.clone())
+                metrics_limits::MetricsLimiter::new(
+                    &options.sampling.metrics,
+                    std::sync::Arc::clone(&telemetry),
+                )
             })
             .transpose()
             .map_err(Error::Config)?;
@@ -151,8 +155,8 @@ impl Collector {
                 parquet: config.parquet.clone(),
                 max_file_rows: config.buffer.max_file_rows,
                 max_partitions_per_flush: config.buffer.max_partitions_per_flush,
-                incidents: incidents.clone(),
-                telemetry: telemetry.clone(),
+                incidents: std::sync::Arc::clone(&incidents),
+                telemetry: std::sync::Arc::clone(&telemetry),
                 row_source: Some(Arc::new(WalRows {
                     dir: wal_dir.clone(),
                 })),
@@ -197,8 +201,8 @@ impl Collector {
         tail.restore(held, Instant::now());
         report_wal_damage(&report, &telemetry, &incidents);
         let next_seq = report.next_seq;
-        let applier = store.clone();
-        let holder = tail.clone();
+        let applier = std::sync::Arc::clone(&store);
+        let holder = std::sync::Arc::clone(&tail);
         let wal = Wal::start(&wal_dir, &config.wal, next_seq, move |group| {
             let mut rows = Vec::with_capacity(group.len());
             for (seq, item) in group {
@@ -231,7 +235,7 @@ impl Collector {
         });
         tokio::spawn(flush_loop(
             Arc::downgrade(&collector),
-            collector.flush_now.clone(),
+            std::sync::Arc::clone(&collector.flush_now),
         ));
         tokio::spawn(decision_loop(Arc::downgrade(&collector)));
         Ok(collector)
@@ -473,7 +477,7 @@ impl Collector {
         for table in Table::ALL {
             // One flush writes a bounded number of partitions: repeat until done.
             loop {
-                let store = self.store.clone();
+                let store = std::sync::Arc::clone(&self.store);
                 let stats = tokio::task::spawn_blocking(move || store.flush(table))
                     .await
                     .map_err(|e| Error::Storage(format!("flush task: {e}")))??;
@@ -679,7 +683,7 @@ async fn flush_loop(collector: std::sync::Weak<Collector>, flush_now: Arc<Notify
             if !due {
                 continue;
             }
-            let store = c.store.clone();
+            let store = std::sync::Arc::clone(&c.store);
             match tokio::task::spawn_blocking(move || store.flush(table)).await {
                 Ok(Ok(stats)) => {
                     flushed = true;
@@ -715,7 +719,7 @@ async fn flush_loop(collector: std::sync::Weak<Collector>, flush_now: Arc<Notify
 async fn decision_loop(collector: std::sync::Weak<Collector>) {
     loop {
         let (tail, tick) = match collector.upgrade() {
-            Some(c) => (c.tail.clone(), c.tail.tick()),
+            Some(c) => (std::sync::Arc::clone(&c.tail), c.tail.tick()),
             None => return,
         };
         let _ = tokio::time::timeout(tick, tail.woken()).await;

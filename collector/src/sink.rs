@@ -62,7 +62,9 @@ mod tests {
     }
 
     fn permit(c: &Collector) -> OwnedSemaphorePermit {
-        c.inflight().clone().try_acquire_many_owned(1).unwrap()
+        std::sync::Arc::clone(c.inflight())
+            .try_acquire_many_owned(1)
+            .unwrap()
     }
 
     #[tokio::test]

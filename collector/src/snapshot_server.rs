@@ -93,7 +93,7 @@ mod tests {
             .unwrap();
 
         let fetch = |request: SnapshotRequest| {
-            let collector = collector.clone();
+            let collector = std::sync::Arc::clone(&collector);
             async move {
                 let body = encode(&collector.snapshot(request.table), &request).unwrap();
                 let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();

@@ -269,7 +269,7 @@ mod tests {
         let later = t0 + OPEN_FOR;
         let granted: usize = (0..8)
             .map(|_| {
-                let b = b.clone();
+                let b = std::sync::Arc::clone(&b);
                 std::thread::spawn(move || b.allow(later) as usize)
             })
             .collect::<Vec<_>>()

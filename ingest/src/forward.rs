@@ -59,7 +59,11 @@ pub(crate) struct NodeClient {
 impl NodeClient {
     /// Connects lazily: nothing happens until the first call, and a broken connection is
     /// re-established by the channel on the next call.
-    pub fn new(member: &Member, http: reqwest::Client, timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(
+        member: &Member,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(format!("http://{}", member.grpc_addr))
             .map_err(|e| format!("bad grpc address {:?}: {e}", member.grpc_addr))?
             .connect_timeout(timeout)
@@ -74,12 +78,12 @@ impl NodeClient {
         })
     }
 
-    pub fn matches(&self, member: &Member) -> bool {
+    pub(crate) fn matches(&self, member: &Member) -> bool {
         self.grpc_addr == member.grpc_addr && self.http_addr == member.http_addr
     }
 
     /// Sends one batch with a deadline of `timeout`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         signal: SignalKind,
         payload: Bytes,

@@ -163,7 +163,7 @@ impl Ingest {
         head: &weft_sampling::HeadConfig,
         telemetry: Arc<weft_telemetry::Telemetry>,
     ) -> Result<Arc<Ingest>> {
-        let head = weft_sampling::head::HeadSampler::new(head, telemetry.clone())
+        let head = weft_sampling::head::HeadSampler::new(head, std::sync::Arc::clone(&telemetry))
             .map_err(Error::Config)?;
         // A batch must fit what a collector accepts in one request.
         config.batch_max_bytes = config
@@ -210,7 +210,11 @@ impl Ingest {
             telemetry,
         });
         inner.reconcile();
-        let supervisor = tokio::spawn(supervise(inner.clone(), view, inner.stop.subscribe()));
+        let supervisor = tokio::spawn(supervise(
+            std::sync::Arc::clone(&inner),
+            view,
+            inner.stop.subscribe(),
+        ));
         Ok(Arc::new(Ingest {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
@@ -323,7 +327,7 @@ impl Drop for Ingest {
 }
 
 impl Inner {
-    pub fn current_view(&self) -> Arc<ClusterView> {
+    pub(crate) fn current_view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
     }
 
@@ -357,10 +361,10 @@ impl Inner {
     fn node(self: &Arc<Self>, id: &str) -> Arc<Node> {
         let mut nodes = self.nodes.lock();
         if let Some(node) = nodes.get(id) {
-            return node.clone();
+            return std::sync::Arc::clone(node);
         }
         let node = Node::start(self, id);
-        nodes.insert(id.to_owned(), node.clone());
+        nodes.insert(id.to_owned(), std::sync::Arc::clone(&node));
         node
     }
 
@@ -384,7 +388,7 @@ impl Inner {
                 || !node.idle()
                 || self.spool.node_stats(id).hints > 0;
             if !keep {
-                retired.push(node.clone());
+                retired.push(std::sync::Arc::clone(node));
             }
             keep
         });
@@ -473,7 +477,11 @@ impl Inner {
     }
 
     /// Sends spooled content of a node that left the ring to its current targets.
-    pub async fn reroute(self: &Arc<Self>, signal: SignalKind, payload: Bytes) -> Result<()> {
+    pub(crate) async fn reroute(
+        self: &Arc<Self>,
+        signal: SignalKind,
+        payload: Bytes,
+    ) -> Result<()> {
         let view = self.current_view();
         let parts = match signal {
             SignalKind::Traces => {

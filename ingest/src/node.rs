@@ -82,7 +82,7 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    pub fn into_error(self, retry_after: Duration) -> Error {
+    pub(crate) fn into_error(self, retry_after: Duration) -> Error {
         match self {
             Failure::Spool { full: true, .. } => Error::Overloaded {
                 reason: "hinted hand-off spool is full",
@@ -103,7 +103,7 @@ impl Failure {
         }
     }
 
-    pub fn from_spool(error: &Error) -> Self {
+    pub(crate) fn from_spool(error: &Error) -> Self {
         Failure::Spool {
             full: matches!(error, Error::Overloaded { .. }),
             message: error.to_string(),
@@ -233,7 +233,7 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Creates the node and starts its worker and replay tasks.
-    pub fn start(inner: &Arc<Inner>, id: &str) -> Arc<Node> {
+    pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Arc<Node> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
         let node = Arc::new(Node {
@@ -256,14 +256,14 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
         });
         let worker = tokio::spawn(run_worker(
-            inner.clone(),
-            node.clone(),
+            std::sync::Arc::clone(inner),
+            std::sync::Arc::clone(&node),
             rx,
             node.stop.subscribe(),
         ));
         let replay = tokio::spawn(run_replay(
-            inner.clone(),
-            node.clone(),
+            std::sync::Arc::clone(inner),
+            std::sync::Arc::clone(&node),
             node.stop.subscribe(),
         ));
         node.tasks.lock().extend([worker, replay]);
@@ -272,7 +272,7 @@ impl Node {
 
     /// Reserves room for `bytes` in the queue (bulkhead). An empty queue takes any one
     /// sub-request, so a request bigger than the limit is not refused for ever.
-    pub fn reserve(&self, bytes: u64, max: u64) -> bool {
+    pub(crate) fn reserve(&self, bytes: u64, max: u64) -> bool {
         self.queued_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
                 (held == 0 || held.saturating_add(bytes) <= max).then(|| held + bytes)
@@ -280,13 +280,13 @@ impl Node {
             .is_ok()
     }
 
-    pub fn release(&self, bytes: u64) {
+    pub(crate) fn release(&self, bytes: u64) {
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Queues an item whose bytes were reserved. If the worker is gone the reservation is
     /// released and the item dropped, which completes its waiter with `Failure::Stopped`.
-    pub fn push(&self, item: Item) {
+    pub(crate) fn push(&self, item: Item) {
         let bytes = item.payload.len() as u64;
         self.queued_items.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(item).is_err() {
@@ -296,21 +296,21 @@ impl Node {
     }
 
     /// Nothing queued, being sent or being spooled for the node.
-    pub fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         self.queued_bytes.load(Ordering::Acquire) == 0
             && self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Asks the worker to deliver or spool what is queued and stop, and the replay to stop.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
     }
 
-    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+    pub(crate) fn take_tasks(&self) -> Vec<JoinHandle<()>> {
         std::mem::take(&mut *self.tasks.lock())
     }
 
-    pub fn note_spooled(&self, bytes: u64, reason: &str) {
+    pub(crate) fn note_spooled(&self, bytes: u64, reason: &str) {
         self.counters.spooled.fetch_add(1, Ordering::Relaxed);
         self.counters
             .spooled_bytes
@@ -341,7 +341,7 @@ impl Node {
         Ok(client)
     }
 
-    pub fn status(&self, inner: &Inner, now: Instant) -> NodeStatus {
+    pub(crate) fn status(&self, inner: &Inner, now: Instant) -> NodeStatus {
         let view = inner.current_view();
         let member = view.member(&self.id);
         let state = match member.map(|m| m.state) {

@@ -150,10 +150,10 @@ struct State {
 impl State {
     fn insert(&mut self, id: u64, node_id: &str, meta: HintMeta) {
         let key = match self.nodes.get_key_value(node_id) {
-            Some((key, _)) => key.clone(),
+            Some((key, _)) => std::sync::Arc::clone(key),
             None => Arc::from(node_id),
         };
-        let node = self.nodes.entry(key.clone()).or_default();
+        let node = self.nodes.entry(std::sync::Arc::clone(&key)).or_default();
         node.stats.add(meta.size);
         self.totals.add(meta.size);
         if let Some(old) = node.hints.insert(id, meta) {
@@ -317,7 +317,7 @@ impl Spool {
         signal: SignalKind,
         payload: Bytes,
     ) -> Result<u64> {
-        let spool = self.clone();
+        let spool = std::sync::Arc::clone(self);
         let node_id = node_id.to_owned();
         tokio::task::spawn_blocking(move || spool.append(&node_id, signal, payload))
             .await
@@ -371,7 +371,7 @@ impl Spool {
 
     /// [`Spool::peek`] on tokio's blocking pool.
     pub async fn peek_async(self: &Arc<Self>, node_id: &str, max: usize) -> Result<Vec<Hint>> {
-        let spool = self.clone();
+        let spool = std::sync::Arc::clone(self);
         let node_id = node_id.to_owned();
         tokio::task::spawn_blocking(move || spool.peek(&node_id, max))
             .await
@@ -397,7 +397,7 @@ impl Spool {
 
     /// [`Spool::remove`] on tokio's blocking pool.
     pub async fn remove_async(self: &Arc<Self>, id: u64) -> Result<()> {
-        let spool = self.clone();
+        let spool = std::sync::Arc::clone(self);
         tokio::task::spawn_blocking(move || spool.remove(id))
             .await
             .map_err(|e| Error::Storage(format!("spool remove task: {e}")))?
@@ -1002,7 +1002,7 @@ mod tests {
         let spool = Arc::new(Spool::open(tmp.path(), BIG).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
-                let spool = spool.clone();
+                let spool = std::sync::Arc::clone(&spool);
                 std::thread::spawn(move || {
                     (0..25)
                         .map(|i| {

@@ -69,10 +69,10 @@ impl TestCollector {
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr = listener.local_addr().unwrap();
-        let grpc = serve_grpc(collector.clone(), listener);
+        let grpc = serve_grpc(std::sync::Arc::clone(&collector), listener);
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr = http_listener.local_addr().unwrap();
-        let router = http::router(collector.clone());
+        let router = http::router(std::sync::Arc::clone(&collector));
         let http = tokio::spawn(async move {
             let _ = axum::serve(http_listener, router).await;
         });
@@ -108,7 +108,7 @@ impl TestCollector {
 
     async fn restart_grpc(&mut self) {
         let listener = TcpListener::bind(self.grpc_addr).await.unwrap();
-        self.grpc = Some(serve_grpc(self.collector.clone(), listener));
+        self.grpc = Some(serve_grpc(std::sync::Arc::clone(&self.collector), listener));
     }
 
     /// Span rows per trace ID in the live buffers.
@@ -317,7 +317,7 @@ async fn every_span_lands_on_exactly_its_targets() {
     let collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, _view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, _view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
 
     let traces: Vec<Vec<u8>> = (0..40).map(trace_id).collect();
     let outcome = ingest
@@ -350,7 +350,7 @@ async fn invalid_spans_are_rejected_like_the_collector_does() {
     let collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, _view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, _view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
     let good = trace_id(7);
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -481,10 +481,10 @@ async fn the_http_receiver_serves_an_ingest_like_a_collector() {
     let collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, _view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, _view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
     // The gRPC services build for an ingest too.
-    let _services = grpc::services(ingest.clone());
-    let router = http::router(ingest.clone());
+    let _services = grpc::services(std::sync::Arc::clone(&ingest));
+    let router = http::router(std::sync::Arc::clone(&ingest));
 
     let json = format!(
         r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[
@@ -524,7 +524,7 @@ async fn a_stopped_collector_gets_its_hints_after_restart() {
     let mut collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, _view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, _view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
 
     collectors[2].stop_grpc().await;
     let traces: Vec<Vec<u8>> = (100..130).map(trace_id).collect();
@@ -569,7 +569,7 @@ async fn with_no_owner_up_data_is_spooled_for_the_owners() {
             .collect(),
         1,
     );
-    let (ingest, view_tx) = start_ingest(spool.path(), down.clone());
+    let (ingest, view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&down));
     let traces: Vec<Vec<u8>> = (200..210).map(trace_id).collect();
     ingest
         .export_traces(traces_request(&traces, 1), Format::Protobuf)
@@ -580,7 +580,7 @@ async fn with_no_owner_up_data_is_spooled_for_the_owners() {
     assert_eq!(status.totals.delivered, 0);
 
     let up = all_up(&collectors, 2);
-    view_tx.send_replace(up.clone());
+    view_tx.send_replace(std::sync::Arc::clone(&up));
     eventually("spool drained once the owners are up", || {
         ingest.status().totals.spool_hints == 0
     })
@@ -594,7 +594,7 @@ async fn hints_of_a_removed_node_are_rerouted_to_current_targets() {
     let mut collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
 
     collectors[2].stop_grpc().await;
     let traces: Vec<Vec<u8>> = (300..330).map(trace_id).collect();
@@ -612,7 +612,7 @@ async fn hints_of_a_removed_node_are_rerouted_to_current_targets() {
             .collect(),
         2,
     );
-    view_tx.send_replace(smaller.clone());
+    view_tx.send_replace(std::sync::Arc::clone(&smaller));
     eventually("c3's hints re-routed", || {
         ingest.status().totals.spool_hints == 0
     })
@@ -669,7 +669,7 @@ async fn a_full_queue_refuses_the_whole_request() {
     let (ingest, _view_tx) = start_ingest_with(config, lone_member("hung", addr));
 
     let first = {
-        let ingest = ingest.clone();
+        let ingest = std::sync::Arc::clone(&ingest);
         tokio::spawn(async move {
             ingest
                 .export_traces(traces_request(&[trace_id(1)], 1), Format::Protobuf)
@@ -765,7 +765,7 @@ async fn metrics_and_remote_write_go_whole_to_the_targets_of_their_bytes() {
     let collectors = three().await;
     let spool = tempfile::tempdir().unwrap();
     let view = all_up(&collectors, 1);
-    let (ingest, _view_tx) = start_ingest(spool.path(), view.clone());
+    let (ingest, _view_tx) = start_ingest(spool.path(), std::sync::Arc::clone(&view));
 
     let body = gauge_request("queue_depth", 5);
     let outcome = ingest
@@ -854,7 +854,7 @@ async fn shutdown_spools_what_it_cannot_deliver_and_a_restart_replays_it() {
     let spool = tempfile::tempdir().unwrap();
     let (ingest, _view_tx) = start_ingest(spool.path(), lone_member("c1", addr));
     let pending = {
-        let ingest = ingest.clone();
+        let ingest = std::sync::Arc::clone(&ingest);
         tokio::spawn(async move {
             ingest
                 .export_traces(traces_request(&[trace_id(5)], 1), Format::Protobuf)

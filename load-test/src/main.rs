@@ -3,6 +3,9 @@
 //! Parses flags into a [`LoadConfig`], runs the load (or `--dry-run`), prints
 //! the human-readable report to stdout and optionally writes it as JSON.
 
+// A binary: its output is what it prints.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

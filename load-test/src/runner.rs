@@ -345,14 +345,14 @@ impl Dispatcher {
 
     /// Waits for a free concurrency slot; `None` when the run ended meanwhile.
     async fn acquire(&mut self, count_stall: bool) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        if let Ok(permit) = std::sync::Arc::clone(&self.permits).try_acquire_owned() {
             return Some(permit);
         }
         if count_stall {
             self.stalls += 1;
         }
         tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.ok(),
+            permit = std::sync::Arc::clone(&self.permits).acquire_owned() => permit.ok(),
             _ = sleep_until(self.deadline.into()) => None,
         }
     }
@@ -370,8 +370,12 @@ impl Dispatcher {
         if let Some(r) = &mut self.remaining {
             *r = r.saturating_sub(spans);
         }
-        self.tasks
-            .spawn(export_traces(self.ctx.clone(), req, spans, permit));
+        self.tasks.spawn(export_traces(
+            std::sync::Arc::clone(&self.ctx),
+            req,
+            spans,
+            permit,
+        ));
         self.reap();
         self.maybe_send_metrics(false);
         spans
@@ -401,9 +405,9 @@ impl Dispatcher {
         }
         let req = self.generator.metrics_request();
         self.tasks.spawn(export_metrics(
-            self.ctx.clone(),
+            std::sync::Arc::clone(&self.ctx),
             req,
-            self.metrics_in_flight.clone(),
+            std::sync::Arc::clone(&self.metrics_in_flight),
         ));
     }
 
@@ -622,12 +626,12 @@ pub(crate) async fn run(cfg: LoadConfig, on_ack: Option<AckCallback>) -> anyhow:
     let deadline = start + cfg.duration;
     let ctx = Arc::new(TaskCtx {
         transport,
-        shared: shared.clone(),
+        shared: std::sync::Arc::clone(&shared),
         on_ack,
         max_retries: cfg.max_retries,
         retry_deadline: deadline + RETRY_GRACE,
     });
-    let progress = Progress::start(&cfg, shared.clone());
+    let progress = Progress::start(&cfg, std::sync::Arc::clone(&shared));
     let mut dispatcher = Dispatcher {
         generator: TraceGenerator::new(cfg.services, cfg.error_rate, cfg.seed),
         ctx,

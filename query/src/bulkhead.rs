@@ -92,7 +92,7 @@ impl Bulkhead {
     {
         let slot = match tokio::time::timeout(
             self.queue_timeout,
-            self.slots.clone().acquire_owned(),
+            std::sync::Arc::clone(&self.slots).acquire_owned(),
         )
         .await
         {
@@ -249,7 +249,7 @@ mod tests {
     async fn a_query_that_never_yields_is_answered_at_its_limit() {
         let bulkhead = Bulkhead::new(&config(2, 1)).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let spin = stop.clone();
+        let spin = std::sync::Arc::clone(&stop);
         let started = std::time::Instant::now();
         let result = bulkhead
             .run(async move {
@@ -274,7 +274,7 @@ mod tests {
         let bulkhead = Arc::new(Bulkhead::new(&config(1, 30)).unwrap());
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let holder = bulkhead.clone();
+        let holder = std::sync::Arc::clone(&bulkhead);
         let first = tokio::spawn(async move {
             holder
                 .run(async move {

@@ -342,7 +342,7 @@ impl ClusterSource {
         if let Some(cached) = self.manifests.lock().get(dir)
             && cached.stamp == stamp
         {
-            return Ok(cached.tables.clone());
+            return Ok(std::sync::Arc::clone(&cached.tables));
         }
         let read_dir = dir.to_path_buf();
         let tables = tokio::task::spawn_blocking(move || {
@@ -356,7 +356,7 @@ impl ClusterSource {
             dir.to_path_buf(),
             CachedManifest {
                 stamp,
-                tables: tables.clone(),
+                tables: std::sync::Arc::clone(&tables),
             },
         );
         Ok(tables)

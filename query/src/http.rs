@@ -38,12 +38,12 @@ pub fn router(service: Arc<QueryService>) -> Router {
             "/api/v1/status/incidents/{id}/ack",
             post(acknowledge_incident),
         )
-        .with_state(service.clone())
-        .merge(crate::search::router(service.clone()))
-        .merge(crate::graph::router(service.clone()))
-        .merge(crate::latency::router(service.clone()))
-        .merge(crate::metrics::router(service.clone()))
-        .merge(crate::jaeger::router(service.clone()))
+        .with_state(std::sync::Arc::clone(&service))
+        .merge(crate::search::router(std::sync::Arc::clone(&service)))
+        .merge(crate::graph::router(std::sync::Arc::clone(&service)))
+        .merge(crate::latency::router(std::sync::Arc::clone(&service)))
+        .merge(crate::metrics::router(std::sync::Arc::clone(&service)))
+        .merge(crate::jaeger::router(std::sync::Arc::clone(&service)))
         // Every answer of every endpoint carries `x-weft-warnings` when it is partial.
         .layer(axum::middleware::from_fn(crate::warnings::layer))
         // Outermost: the whole handler (warnings scope included) runs on the query runtime.
@@ -377,7 +377,11 @@ mod tests {
         })
         .unwrap();
         let service = Arc::new(
-            QueryService::new(collector.store().clone(), crate::QueryConfig::default()).unwrap(),
+            QueryService::new(
+                std::sync::Arc::clone(collector.store()),
+                crate::QueryConfig::default(),
+            )
+            .unwrap(),
         );
         for accept in ["application/json", "text/csv", ARROW_STREAM] {
             let mut headers = HeaderMap::new();
@@ -385,9 +389,13 @@ mod tests {
             let request = SqlRequest {
                 sql: "SELECT 2 AS b, CAST(NULL AS DOUBLE) AS nothing, 'x' AS a".into(),
             };
-            let response = sql(State(service.clone()), headers, Ok(Json(request)))
-                .await
-                .unwrap();
+            let response = sql(
+                State(std::sync::Arc::clone(&service)),
+                headers,
+                Ok(Json(request)),
+            )
+            .await
+            .unwrap();
             let value = response.headers().get(COLUMNS_HEADER).expect(accept);
             let columns: serde_json::Value =
                 serde_json::from_str(&decode(value.to_str().unwrap())).unwrap();

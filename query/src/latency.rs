@@ -180,7 +180,7 @@ async fn service_report(session: &dyn Session, spec: report::ReportSpec) -> Resu
         &report::REPORT_COLUMNS,
         spec.range,
         vec![filter],
-        || report::ReportWorker::new(spec.clone()),
+        || report::ReportWorker::new(std::sync::Arc::clone(&spec)),
     )
     .await?;
     Ok(report::build_report(&spec, outputs))

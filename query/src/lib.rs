@@ -199,12 +199,12 @@ impl QueryService {
             let provider: Arc<dyn datafusion::catalog::TableProvider> = match &self.source {
                 DataSource::Local(store) => Arc::new(provider::WeftTable::with_request(
                     table,
-                    store.clone(),
+                    std::sync::Arc::clone(store),
                     request.clone(),
                 )),
                 DataSource::Cluster(source) => Arc::new(cluster::ClusterTable::new(
                     table,
-                    source.clone(),
+                    std::sync::Arc::clone(source),
                     request.clone(),
                 )),
             };
@@ -514,7 +514,11 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(
+            std::sync::Arc::clone(collector.store()),
+            QueryConfig::default(),
+        )
+        .unwrap();
         for sql in [
             "EXPLAIN SELECT count(*) FROM spans",
             "EXPLAIN ANALYZE SELECT count(*) FROM spans",

@@ -92,7 +92,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let handlers = handlers.clone();
+        let handlers = std::sync::Arc::clone(&handlers);
         connections.spawn(async move {
             let peer = accepted.peer;
             tokio::select! {
@@ -131,10 +131,10 @@ impl PgHandlers {
         Self {
             handler: Arc::new(Handler {
                 parser: Arc::new(Parser {
-                    shared: shared.clone(),
+                    shared: std::sync::Arc::clone(&shared),
                 }),
                 shared,
-                connections: connections.clone(),
+                connections: std::sync::Arc::clone(&connections),
                 pids: RandomPidSecretKeyGenerator::default(),
             }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
@@ -144,19 +144,19 @@ impl PgHandlers {
 
 impl PgWireServerHandlers for PgHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.handler.clone()
+        std::sync::Arc::clone(&self.handler)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.handler.clone()
+        std::sync::Arc::clone(&self.handler)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.handler.clone()
+        std::sync::Arc::clone(&self.handler)
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        self.cancel.clone()
+        std::sync::Arc::clone(&self.cancel)
     }
 }
 
@@ -502,7 +502,7 @@ impl Handler {
                 let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
                 let column: ArrayRef =
                     Arc::new(arrow::array::StringArray::from(vec![value.clone()]));
-                let batch = RecordBatch::try_new(schema.clone(), vec![column])
+                let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), vec![column])
                     .map_err(|e| Error::Execution(e.to_string()))?;
                 let mut response = query_response(&schema, vec![batch], format)?;
                 response.set_command_tag("SHOW");
@@ -510,7 +510,7 @@ impl Handler {
             }
             Kind::Query => {
                 let service = &self.shared.service;
-                let runner = service.clone();
+                let runner = std::sync::Arc::clone(service);
                 let text = sql.to_owned();
                 let result = service
                     .bulkhead()
@@ -561,11 +561,11 @@ fn query_response(
     format: &Format,
 ) -> Result<QueryResponse, Error> {
     let fields = Arc::new(pg_fields(schema, format)?);
-    let row_fields = fields.clone();
+    let row_fields = std::sync::Arc::clone(&fields);
     // Rows are encoded as pgwire sends them, batch by batch.
     let rows = batches
         .into_iter()
-        .flat_map(move |batch| encode_recordbatch(row_fields.clone(), batch));
+        .flat_map(move |batch| encode_recordbatch(std::sync::Arc::clone(&row_fields), batch));
     Ok(QueryResponse::new(fields, stream::iter(rows)))
 }
 
@@ -607,7 +607,7 @@ impl QueryParser for Parser {
         let (sql, kind) = statements.pop().expect("one statement");
         let (schema, params) = match &kind {
             Kind::Query => {
-                let service = self.shared.service.clone();
+                let service = std::sync::Arc::clone(&self.shared.service);
                 let text = sql.clone();
                 self.shared
                     .service
@@ -685,7 +685,7 @@ impl ExtendedQueryHandler for Handler {
     type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Parser> {
-        self.parser.clone()
+        std::sync::Arc::clone(&self.parser)
     }
 
     async fn do_query<C>(
@@ -857,7 +857,7 @@ fn pg_schema(schema: &Schema) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| match conversion(f.data_type()) {
-            Conversion::Keep => f.clone(),
+            Conversion::Keep => std::sync::Arc::clone(f),
             Conversion::Cast(t) => Arc::new(Field::new(f.name(), t, true)),
             Conversion::Json => Arc::new(Field::new(f.name(), DataType::Utf8, true)),
         })
@@ -872,13 +872,14 @@ fn pg_compatible(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch,
         .iter()
         .zip(batch.schema().fields())
         .map(|(column, field)| match conversion(field.data_type()) {
-            Conversion::Keep => Ok(column.clone()),
+            Conversion::Keep => Ok(std::sync::Arc::clone(column)),
             Conversion::Cast(t) => arrow::compute::cast(column, &t)
                 .map_err(|e| Error::Execution(format!("column {}: {e}", field.name()))),
             Conversion::Json => json_column(column, field),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Execution(e.to_string()))
+    RecordBatch::try_new(std::sync::Arc::clone(schema), columns)
+        .map_err(|e| Error::Execution(e.to_string()))
 }
 
 /// One JSON document per row (`{"http.route":"/a"}` for a map), null for null.
@@ -970,7 +971,7 @@ mod tests {
             Field::new("attributes", map.data_type().clone(), false),
         ]));
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            std::sync::Arc::clone(&schema),
             vec![Arc::new(id) as ArrayRef, Arc::new(map) as ArrayRef],
         )
         .unwrap();

@@ -113,7 +113,7 @@ impl TableProvider for WeftTable {
         if !files.is_empty() {
             self.request.note_scanned(&self.store, self.table, &files);
             let data_dir = &self.store.data_dir();
-            let mut source = ParquetSource::new(schema.clone())
+            let mut source = ParquetSource::new(std::sync::Arc::clone(&schema))
                 .with_enable_page_index(true)
                 .with_bloom_filter_on_read(true)
                 .with_pushdown_filters(true);
@@ -241,14 +241,18 @@ mod tests {
 
     /// Parquet files the scan for `trace_id = id` would open.
     async fn files_scanned(collector: &Arc<Collector>, id: &str) -> usize {
-        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(
+            std::sync::Arc::clone(collector.store()),
+            QueryConfig::default(),
+        )
+        .unwrap();
         let ctx = service.session().unwrap();
         let mut bytes = [0u8; 16];
         hex::decode_to_slice(id, &mut bytes).unwrap();
         let filter = datafusion::prelude::col(columns::TRACE_ID).eq(datafusion::prelude::lit(
             ScalarValue::FixedSizeBinary(16, Some(bytes.to_vec())),
         ));
-        let table = WeftTable::new(Table::Spans, collector.store().clone());
+        let table = WeftTable::new(Table::Spans, std::sync::Arc::clone(collector.store()));
         let plan = table
             .scan(&ctx.state(), None, &[filter], None)
             .await
@@ -276,7 +280,11 @@ mod tests {
             files_scanned(&collector, "33333333333333333333333333333333").await,
             0
         );
-        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(
+            std::sync::Arc::clone(collector.store()),
+            QueryConfig::default(),
+        )
+        .unwrap();
         let mut id = [0u8; 16];
         hex::decode_to_slice(second, &mut id).unwrap();
         let rows: usize = service
@@ -318,7 +326,11 @@ mod tests {
             written,
             "rebuilt identically"
         );
-        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(
+            std::sync::Arc::clone(collector.store()),
+            QueryConfig::default(),
+        )
+        .unwrap();
         let mut id = [0u8; 16];
         hex::decode_to_slice(first, &mut id).unwrap();
         assert!(service.trace(id).await.unwrap().is_some());

@@ -85,7 +85,7 @@ impl TableFunctionImpl for RangeFunction {
         let range = range_of(self.name, args.exprs())?;
         Ok(Arc::new(RangeTable {
             name: self.name,
-            schema: self.schema.clone(),
+            schema: std::sync::Arc::clone(&self.schema),
             compute: self.compute,
             range,
         }))
@@ -163,7 +163,7 @@ impl std::fmt::Debug for RangeTable {
 #[async_trait]
 impl TableProvider for RangeTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        std::sync::Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -182,7 +182,7 @@ impl TableProvider for RangeTable {
             .map_err(to_datafusion)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
-            self.schema.clone(),
+            std::sync::Arc::clone(&self.schema),
             projection.cloned(),
         )?)
     }

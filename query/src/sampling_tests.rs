@@ -332,7 +332,7 @@ fn generate_trace(rng: &mut Rng, i: usize) -> GenTrace {
 /// Hand-written protobuf encoding of the few OTLP fields used here (this crate does not
 /// depend on prost); the collector decodes it with prost, and every span must come back.
 mod pb {
-    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+    pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push(v as u8 | 0x80);
             v >>= 7;
@@ -340,18 +340,18 @@ mod pb {
         out.push(v as u8);
     }
 
-    pub fn bytes(out: &mut Vec<u8>, field: u64, data: &[u8]) {
+    pub(super) fn bytes(out: &mut Vec<u8>, field: u64, data: &[u8]) {
         varint(out, field << 3 | 2);
         varint(out, data.len() as u64);
         out.extend_from_slice(data);
     }
 
-    pub fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
+    pub(super) fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
         varint(out, field << 3);
         varint(out, v);
     }
 
-    pub fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
+    pub(super) fn fixed64(out: &mut Vec<u8>, field: u64, v: u64) {
         varint(out, field << 3 | 1);
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -989,7 +989,11 @@ async fn run(label: &str, policies: Vec<NamedPolicy>, baseline: f64) {
     collector.flush_all().await.unwrap();
     let decided_at = started.elapsed();
 
-    let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+    let service = QueryService::new(
+        std::sync::Arc::clone(collector.store()),
+        QueryConfig::default(),
+    )
+    .unwrap();
     let stored = stored_spans(&service).await;
     let (report, sql) = answers(&service).await;
     let queried = started.elapsed();

@@ -188,7 +188,7 @@ pub(crate) enum StrColumn {
 }
 
 impl StrColumn {
-    pub fn new(array: &ArrayRef) -> Result<Self> {
+    pub(crate) fn new(array: &ArrayRef) -> Result<Self> {
         Ok(match array.data_type() {
             DataType::Utf8 => StrColumn::Utf8(array.as_string::<i32>().clone()),
             DataType::LargeUtf8 => StrColumn::Large(array.as_string::<i64>().clone()),
@@ -207,7 +207,7 @@ impl StrColumn {
     }
 
     /// The value of row `i`; `None` when null.
-    pub fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         match self {
             StrColumn::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             StrColumn::Large(a) => a.is_valid(i).then(|| a.value(i)),
@@ -231,22 +231,22 @@ pub(crate) struct Interner {
 }
 
 impl Interner {
-    pub fn intern(&mut self, name: &str) -> u32 {
+    pub(crate) fn intern(&mut self, name: &str) -> u32 {
         if let Some(id) = self.ids.get(name) {
             return *id;
         }
         let id = self.names.len() as u32;
         let name: Arc<str> = Arc::from(name);
-        self.names.push(name.clone());
+        self.names.push(std::sync::Arc::clone(&name));
         self.ids.insert(name, id);
         id
     }
 
-    pub fn name(&self, id: u32) -> &Arc<str> {
+    pub(crate) fn name(&self, id: u32) -> &Arc<str> {
         &self.names[id as usize]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
 }
@@ -265,7 +265,7 @@ pub(crate) struct NameIds {
 
 impl NameIds {
     /// Fills `out` with the id of every row's value (`""` for nulls).
-    pub fn ids(
+    pub(crate) fn ids(
         &mut self,
         array: &ArrayRef,
         names: &mut Interner,
@@ -279,7 +279,7 @@ impl NameIds {
                 .as_ref()
                 .is_some_and(|d| Arc::ptr_eq(d, values))
             {
-                self.dictionary = Some(values.clone());
+                self.dictionary = Some(std::sync::Arc::clone(values));
                 self.mapping.clear();
                 self.mapping.resize(values.len(), UNMAPPED);
             }

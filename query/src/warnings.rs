@@ -90,7 +90,11 @@ impl RequestState {
                 .iter()
                 .any(|(_, t, f)| *t == table && f.path == file.path)
             {
-                scanned.push((store.clone(), table, file.clone()));
+                scanned.push((
+                    std::sync::Arc::clone(store),
+                    table,
+                    std::sync::Arc::clone(file),
+                ));
             }
         }
     }

@@ -50,8 +50,8 @@ pub fn services<K: OtlpSink>(
     OtlpService<LogsSignal, K>,
 ) {
     (
-        OtlpService::new(sink.clone()),
-        OtlpService::new(sink.clone()),
+        OtlpService::new(std::sync::Arc::clone(&sink)),
+        OtlpService::new(std::sync::Arc::clone(&sink)),
         OtlpService::new(sink),
     )
 }
@@ -157,7 +157,7 @@ impl<S, K> std::fmt::Debug for OtlpService<S, K> {
 impl<S, K> Clone for OtlpService<S, K> {
     fn clone(&self) -> Self {
         Self {
-            sink: self.sink.clone(),
+            sink: std::sync::Arc::clone(&self.sink),
             signal: PhantomData,
         }
     }
@@ -192,7 +192,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let sink = self.sink.clone();
+        let sink = std::sync::Arc::clone(&self.sink);
         let is_export = req.uri().path() == format!("/{}/Export", S::SERVICE);
         Box::pin(async move {
             if !is_export {
@@ -207,9 +207,9 @@ where
             let charge = Charge::default();
             let req = req.map(|body| ChargedBody {
                 inner: Box::pin(body),
-                inflight: sink.inflight().clone(),
+                inflight: std::sync::Arc::clone(sink.inflight()),
                 retry_after: Duration::from_secs(sink.receiver_config().retry_after_secs),
-                charge: charge.clone(),
+                charge: std::sync::Arc::clone(&charge),
             });
             let mut response = grpc.unary(ExportCall::<S, K>::new(sink, charge), req).await;
             too_large_is_resource_exhausted(&mut response);
@@ -258,7 +258,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                    match self.inflight.clone().try_acquire_many_owned(permits) {
+                    match std::sync::Arc::clone(&self.inflight).try_acquire_many_owned(permits) {
                         Ok(more) => {
                             let mut charge = self.charge.lock();
                             match charge.as_mut() {
@@ -321,7 +321,7 @@ impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
     type Future = BoxFuture<tonic::Response<S::Response>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let sink = self.sink.clone();
+        let sink = std::sync::Arc::clone(&self.sink);
         let wire = self.charge.lock().take();
         Box::pin(async move {
             let body = request.into_inner();
@@ -333,9 +333,7 @@ impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
             let mut permit = match wire {
                 Some(wire) if grown == 0 => wire,
                 wire => {
-                    let mut more = sink
-                        .inflight()
-                        .clone()
+                    let mut more = std::sync::Arc::clone(sink.inflight())
                         .try_acquire_many_owned(u32::try_from(grown).unwrap_or(u32::MAX))
                         .map_err(|_| super::overloaded(&*sink).to_grpc_status())?;
                     if let Some(wire) = wire {
@@ -354,7 +352,7 @@ impl<S: Signal, K: OtlpSink> UnaryService<Bytes> for ExportCall<S, K> {
                     .await
                     .map_err(|e| e.to_grpc_status())?;
             }
-            S::export(sink.clone(), body)
+            S::export(std::sync::Arc::clone(&sink), body)
                 .await
                 .map(tonic::Response::new)
         })

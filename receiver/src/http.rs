@@ -166,9 +166,7 @@ async fn admit_remote_write<K: OtlpSink>(
         Ok(len) => len,
         Err(e) => return Err(Error::InvalidCompression(format!("snappy: {e}"))),
     };
-    let more = c
-        .inflight()
-        .clone()
+    let more = std::sync::Arc::clone(c.inflight())
         .try_acquire_many_owned(u32::try_from(len.max(1)).unwrap_or(u32::MAX))
         .map_err(|_| overloaded(c))?;
     permit.merge(more);
@@ -225,9 +223,7 @@ async fn read_raw<K: OtlpSink>(
     if declared.is_some_and(|len| len > limit) {
         return Err(Error::TooLarge { limit });
     }
-    let mut permit = c
-        .inflight()
-        .clone()
+    let mut permit = std::sync::Arc::clone(c.inflight())
         .try_acquire_many_owned(1)
         .map_err(|_| overloaded(c))?;
     // Never sized from the announced Content-Length: memory follows the bytes that arrive
@@ -241,9 +237,7 @@ async fn read_raw<K: OtlpSink>(
         if buf.len() + data.len() > limit {
             return Err(Error::TooLarge { limit });
         }
-        let more = c
-            .inflight()
-            .clone()
+        let more = std::sync::Arc::clone(c.inflight())
             .try_acquire_many_owned(u32::try_from(data.len()).unwrap_or(u32::MAX))
             .map_err(|_| overloaded(c))?;
         permit.merge(more);
@@ -276,9 +270,7 @@ async fn read_body<K: OtlpSink>(
             if out.len() > limit {
                 return Err(Error::TooLarge { limit });
             }
-            let more = c
-                .inflight()
-                .clone()
+            let more = std::sync::Arc::clone(c.inflight())
                 .try_acquire_many_owned(u32::try_from(out.len().max(1)).unwrap_or(u32::MAX))
                 .map_err(|_| overloaded(c))?;
             permit.merge(more);

@@ -85,9 +85,7 @@ pub async fn admit_decoded<K: OtlpSink>(
             });
         }
     };
-    let more = sink
-        .inflight()
-        .clone()
+    let more = std::sync::Arc::clone(sink.inflight())
         .try_acquire_many_owned(permits)
         .map_err(|_| overloaded(sink))?;
     permit.merge(more);

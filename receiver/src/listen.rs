@@ -192,7 +192,9 @@ impl Registry {
             tracked: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         });
-        self.conns.lock().insert(conn.id, conn.clone());
+        self.conns
+            .lock()
+            .insert(conn.id, std::sync::Arc::clone(&conn));
         conn
     }
 
@@ -346,7 +348,7 @@ impl Listener {
                         peer,
                         slot: Slot {
                             conn,
-                            registry: self.registry.clone(),
+                            registry: std::sync::Arc::clone(&self.registry),
                         },
                     };
                 }
@@ -634,7 +636,7 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         use tower::ServiceExt as _;
-        let busy = Busy::new(self.conn.clone());
+        let busy = Busy::new(std::sync::Arc::clone(&self.conn));
         let request = request.map(|body| {
             TimedBody::new(
                 body,
@@ -673,7 +675,7 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let limits = listener.limits.clone();
+    let limits = std::sync::Arc::clone(&listener.limits);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -694,7 +696,7 @@ where
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let conn = accepted.slot.conn.clone();
+        let conn = std::sync::Arc::clone(&accepted.slot.conn);
         conn.tracked.store(true, Ordering::Relaxed);
         let io = TokioIo::new(TrackedStream {
             io: accepted.stream,
@@ -703,7 +705,7 @@ where
         let service = ConnService {
             inner: service.clone(),
             conn,
-            limits: limits.clone(),
+            limits: std::sync::Arc::clone(&limits),
         };
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         let peer = accepted.peer;

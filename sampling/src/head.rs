@@ -496,7 +496,7 @@ mod tests {
                 services,
                 ..Default::default()
             },
-            telemetry.clone(),
+            std::sync::Arc::clone(&telemetry),
         )
         .unwrap();
         let start = Instant::now();

@@ -2731,9 +2731,12 @@ mod tests {
         fn new(config: &MetricsLimitsConfig) -> Self {
             let clock = Arc::new(AtomicU64::new(T0));
             let telemetry = Telemetry::new();
-            let limiter =
-                MetricsLimiter::with_clock(config, telemetry.clone(), Clock::Manual(clock.clone()))
-                    .unwrap();
+            let limiter = MetricsLimiter::with_clock(
+                config,
+                std::sync::Arc::clone(&telemetry),
+                Clock::Manual(std::sync::Arc::clone(&clock)),
+            )
+            .unwrap();
             Self {
                 limiter,
                 telemetry,

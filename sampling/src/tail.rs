@@ -573,8 +573,8 @@ pub fn hold_request(request: ExportTraceServiceRequest) -> Vec<HeldSpan> {
             let spans = std::mem::take(&mut scope_spans.spans);
             let scope = Arc::new(scope_spans);
             out.extend(spans.into_iter().map(|span| HeldSpan {
-                resource: resource.clone(),
-                scope: scope.clone(),
+                resource: std::sync::Arc::clone(&resource),
+                scope: std::sync::Arc::clone(&scope),
                 span,
             }));
         }

@@ -11,6 +11,9 @@
 //! infinities and NaN payloads count) and sorted; the documented equivalences are applied
 //! first (absent resource/scope/status == default, empty `AnyValue` == no value).
 
+// Helpers of tests may unwrap: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -747,7 +750,7 @@ fn written_spans_file_has_bloom_filter_page_index_zstd_and_sort_order() {
     let options = ArrowReaderOptions::new()
         .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
     let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
-    let meta = reader.metadata().clone();
+    let meta = std::sync::Arc::clone(reader.metadata());
 
     let kv = meta.file_metadata().key_value_metadata().unwrap();
     assert!(

@@ -950,7 +950,7 @@ fn sorted_order(table: Table, batches: &[RecordBatch]) -> Result<SortedOrder> {
             let column = batch
                 .column_by_name(name)
                 .ok_or_else(|| Error::Storage(format!("sort column {name} missing")))?;
-            columns.push(column.clone());
+            columns.push(std::sync::Arc::clone(column));
         }
         converter
             .append(&mut keys, &columns)
@@ -1200,7 +1200,7 @@ mod tests {
                 dir.path(),
                 StoreOptions {
                     max_file_rows: 2,
-                    row_source: Some(source.clone() as Arc<dyn RowSource>),
+                    row_source: Some(std::sync::Arc::clone(source) as Arc<dyn RowSource>),
                     ..options(dir.path(), 32)
                 },
             )

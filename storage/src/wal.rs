@@ -733,8 +733,8 @@ impl<T: Send + 'static> Wal<T> {
             file,
             file_len: 0,
             next_seq,
-            segments: segments.clone(),
-            pending_bytes: pending_bytes.clone(),
+            segments: std::sync::Arc::clone(&segments),
+            pending_bytes: std::sync::Arc::clone(&pending_bytes),
             rx,
         };
         std::thread::Builder::new()
@@ -1023,7 +1023,7 @@ mod tests {
     async fn appended_records_replay_in_order_and_truncate() {
         let dir = tempfile::tempdir().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen_in_wal = seen.clone();
+        let seen_in_wal = std::sync::Arc::clone(&seen);
         let wal = Wal::start(dir.path(), &config(), 1, move |group: Vec<(u64, u32)>| {
             seen_in_wal.lock().extend(group)
         })

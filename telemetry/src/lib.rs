@@ -151,7 +151,7 @@ pub fn route(telemetry: Arc<Telemetry>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let telemetry = telemetry.clone();
+            let telemetry = std::sync::Arc::clone(&telemetry);
             async move {
                 (
                     [(

@@ -19,13 +19,13 @@ use weft_query::QueryConfig;
 use weft_sampling::SamplingConfig;
 
 /// Prefix of the environment variables that override config keys.
-pub const ENV_PREFIX: &str = "WEFT_";
+pub(crate) const ENV_PREFIX: &str = "WEFT_";
 /// Variables with the prefix that are not config keys.
 const ENV_RESERVED: &[&str] = &["WEFT_CONFIG", "WEFT_LOG"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct WeftConfig {
+pub(crate) struct WeftConfig {
     pub listen: ListenConfig,
     pub collector: CollectorConfig,
     pub query: QueryConfig,
@@ -40,7 +40,7 @@ pub struct WeftConfig {
 
 /// Where the configuration came from, so SIGHUP can read it again the same way.
 #[derive(Debug, Clone, Default)]
-pub struct ConfigSource {
+pub(crate) struct ConfigSource {
     pub file: Option<std::path::PathBuf>,
     pub overrides: Vec<(String, String)>,
 }
@@ -49,12 +49,12 @@ static SOURCE: std::sync::OnceLock<ConfigSource> = std::sync::OnceLock::new();
 
 impl ConfigSource {
     /// Records the source of this process's configuration (once, from `main`).
-    pub fn remember(self) {
+    pub(crate) fn remember(self) {
         let _ = SOURCE.set(self);
     }
 
     /// Reads the configuration again: file, then environment, then flags.
-    pub fn reload() -> anyhow::Result<WeftConfig> {
+    pub(crate) fn reload() -> anyhow::Result<WeftConfig> {
         let source = SOURCE.get().cloned().unwrap_or_default();
         WeftConfig::load(source.file.as_deref(), std::env::vars(), &source.overrides)
     }
@@ -63,7 +63,7 @@ impl ConfigSource {
 /// Where `weft up` listens. Port 0 picks a free port; the chosen one is printed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ListenConfig {
+pub(crate) struct ListenConfig {
     /// OTLP/gRPC receiver.
     pub otlp_grpc: SocketAddr,
     /// OTLP/HTTP receiver (also Prometheus remote-write at /api/v1/write).
@@ -105,7 +105,7 @@ pub struct ListenConfig {
 
 impl ListenConfig {
     /// The connection limits of one of `listeners` listeners of this process.
-    pub fn limits(&self, listeners: usize) -> weft_receiver::listen::Limits {
+    pub(crate) fn limits(&self, listeners: usize) -> weft_receiver::listen::Limits {
         use std::time::Duration;
         let secs = |s: u64| Duration::from_secs(s.max(1));
         weft_receiver::listen::Limits {
@@ -152,7 +152,7 @@ impl Default for ListenConfig {
 impl WeftConfig {
     /// Loads the file (if any), applies `vars` (normally `std::env::vars()`), then the
     /// `key.path=value` overrides from flags.
-    pub fn load(
+    pub(crate) fn load(
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
         overrides: &[(String, String)],
@@ -205,7 +205,9 @@ impl WeftConfig {
 
     /// `WEFT_*` variables in `vars` that are not configuration (no known section, or no
     /// `__`): ignored by [`WeftConfig::load`], worth a warning in case of a typo.
-    pub fn ignored_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    pub(crate) fn ignored_env_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Vec<String> {
         let sections = Self::sections();
         let mut ignored: Vec<String> = vars
             .into_iter()

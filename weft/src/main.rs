@@ -3,6 +3,9 @@
 //! Configuration comes from a TOML file (`--config` / `WEFT_CONFIG`), then `WEFT_*`
 //! environment variables, then flags; see `config.example.toml`.
 
+// A binary: its output is what it prints.
+#![allow(clippy::print_stdout)]
+
 mod config;
 mod operator;
 mod reload;

@@ -26,7 +26,7 @@ use weft_ingest::Ingest;
 
 /// What a node knows about the cluster, for the operator view.
 #[derive(Clone)]
-pub struct Source {
+pub(crate) struct Source {
     role: &'static str,
     node_id: String,
     view: watch::Receiver<Arc<ClusterView>>,
@@ -35,7 +35,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(
+    pub(crate) fn new(
         role: &'static str,
         node_id: &str,
         membership: &Membership,
@@ -51,7 +51,7 @@ impl Source {
     }
 }
 
-pub fn router(source: Source) -> Router {
+pub(crate) fn router(source: Source) -> Router {
     Router::new()
         .route("/api/v1/cluster", get(cluster))
         .with_state(source)
@@ -154,7 +154,7 @@ async fn cluster(State(source): State<Source>, Query(params): Query<Params>) -> 
 }
 
 /// `weft ring`: fetches `/api/v1/cluster` from `url` and prints it.
-pub async fn print_ring(url: &str, ranges: bool, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn print_ring(url: &str, ranges: bool, json: bool) -> anyhow::Result<()> {
     let endpoint = format!(
         "{}/api/v1/cluster{}",
         url.trim_end_matches('/'),

@@ -20,7 +20,7 @@ const RELOADS: &str = "weft_config_reloads_total";
 const RELOADS_HELP: &str = "Configuration reloads (SIGHUP), by result.";
 
 /// Applies `[sampling]` on every SIGHUP, for as long as the process runs.
-pub fn spawn(
+pub(crate) fn spawn(
     running: WeftConfig,
     telemetry: Arc<Telemetry>,
     apply: impl Fn(&SamplingConfig) -> Result<(), String> + Send + 'static,

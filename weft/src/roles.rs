@@ -35,7 +35,7 @@ use crate::operator;
 use crate::server::{Health, bind, health_routes, otlp_grpc_server, shutdown_signal};
 
 /// `weft collector`: stores the traces the ring gives it; serves its unflushed rows.
-pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
+pub(crate) async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let limits = config.listen.limits(2);
     let grpc_listener = bind(config.listen.cluster_grpc, "cluster-grpc", &limits).await?;
     let http_listener = bind(config.listen.cluster_http, "cluster-http", &limits).await?;
@@ -67,16 +67,20 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
             metrics_limits: false,
             // The ingest node applied the time window when the client sent the data.
             time_window: false,
-            telemetry: telemetry.clone(),
+            telemetry: std::sync::Arc::clone(&telemetry),
         },
     )
     .context("opening the collector")?;
-    let reloaded = collector.clone();
-    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded
-            .reload_sampling(sampling)
-            .map_err(|e| e.to_string())
-    });
+    let reloaded = std::sync::Arc::clone(&collector);
+    crate::reload::spawn(
+        config.clone(),
+        std::sync::Arc::clone(&telemetry),
+        move |sampling| {
+            reloaded
+                .reload_sampling(sampling)
+                .map_err(|e| e.to_string())
+        },
+    );
 
     let info = NodeInfoHandle::new(NodeInfo {
         node_id: node_id.clone(),
@@ -90,10 +94,16 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_receiver::http::router(collector.clone())
+    let grpc = otlp_grpc_server(
+        std::sync::Arc::clone(&collector),
+        grpc_listener,
+        stopped(stop_rx.clone()),
+    );
+    let http = weft_receiver::http::router(std::sync::Arc::clone(&collector))
         .merge(weft_cluster::info::router(info.clone()))
-        .merge(weft_collector::snapshot_server::router(collector.clone()))
+        .merge(weft_collector::snapshot_server::router(
+            std::sync::Arc::clone(&collector),
+        ))
         .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "collector",
@@ -101,7 +111,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
             &membership,
             None,
         )))
-        .merge(health_routes(health.clone()));
+        .merge(health_routes(std::sync::Arc::clone(&health)));
 
     println!("weft: node id {node_id}");
     println!("weft: cluster-grpc listening on {grpc_bound}");
@@ -134,7 +144,7 @@ pub async fn collector(config: WeftConfig) -> anyhow::Result<()> {
 }
 
 /// `weft ingest`: OTLP from apps, forwarded to the owners of each trace.
-pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
+pub(crate) async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     let limits = config.listen.limits(2);
     let grpc_listener = bind(config.listen.otlp_grpc, "otlp-grpc", &limits).await?;
     let http_listener = bind(config.listen.otlp_http, "otlp-http", &limits).await?;
@@ -151,28 +161,36 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
         config.collector.receiver.clone(),
         membership.view(),
         &config.sampling.head,
-        telemetry.clone(),
+        std::sync::Arc::clone(&telemetry),
     )
     .context("starting the forwarder")?;
-    let reloaded = ingest.clone();
-    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded
-            .reload_sampling(sampling)
-            .map_err(|e| e.to_string())
-    });
+    let reloaded = std::sync::Arc::clone(&ingest);
+    crate::reload::spawn(
+        config.clone(),
+        std::sync::Arc::clone(&telemetry),
+        move |sampling| {
+            reloaded
+                .reload_sampling(sampling)
+                .map_err(|e| e.to_string())
+        },
+    );
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let grpc = otlp_grpc_server(ingest.clone(), grpc_listener, stopped(stop_rx.clone()));
-    let http = weft_receiver::http::router(ingest.clone())
+    let grpc = otlp_grpc_server(
+        std::sync::Arc::clone(&ingest),
+        grpc_listener,
+        stopped(stop_rx.clone()),
+    );
+    let http = weft_receiver::http::router(std::sync::Arc::clone(&ingest))
         .merge(weft_telemetry::route(telemetry))
         .merge(operator::router(operator::Source::new(
             "ingest",
             &node_id,
             &membership,
-            Some(ingest.clone()),
+            Some(std::sync::Arc::clone(&ingest)),
         )))
-        .merge(health_routes(health.clone()));
+        .merge(health_routes(std::sync::Arc::clone(&health)));
 
     println!("weft: node id {node_id}");
     println!("weft: otlp-grpc listening on {grpc_addr}");
@@ -195,7 +213,7 @@ pub async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
 }
 
 /// `weft query`: SQL, APIs and the viewer over the shared storage plus live collector rows.
-pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
+pub(crate) async fn query(config: WeftConfig) -> anyhow::Result<()> {
     let limits = config.listen.limits(2);
     let query_listener = bind(config.listen.query_http, "query-http", &limits).await?;
     let postgres_listener = bind(config.listen.postgres, "postgres", &limits).await?;
@@ -213,12 +231,15 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
     );
     let query = Arc::new(QueryService::new_cluster(source, config.query.clone())?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
-    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(query.clone());
+    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(std::sync::Arc::clone(&query));
     let health = Arc::new(Health::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let postgres =
-        weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
+    let postgres = weft_query::pg::serve(
+        postgres_listener,
+        std::sync::Arc::clone(&query),
+        stopped(stop_rx.clone()),
+    );
     let http = weft_query::http::router(query)
         .merge(operator::router(operator::Source::new(
             "query",
@@ -227,7 +248,7 @@ pub async fn query(config: WeftConfig) -> anyhow::Result<()> {
             None,
         )))
         .merge(weft_ui::router())
-        .merge(health_routes(health.clone()));
+        .merge(health_routes(std::sync::Arc::clone(&health)));
     let http = weft_query::http::guard_hosts(http, &config.query.allowed_hosts);
 
     println!("weft: node id {node_id}");

@@ -50,7 +50,7 @@ pub(crate) fn health_routes(health: Arc<Health>) -> Router {
         .with_state(health)
 }
 
-pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
+pub(crate) async fn up(config: WeftConfig) -> anyhow::Result<()> {
     let data_dir = &config.collector.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -65,22 +65,26 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
             head_sampling: true,
             metrics_limits: true,
             time_window: true,
-            telemetry: telemetry.clone(),
+            telemetry: std::sync::Arc::clone(&telemetry),
         },
     )
     .context("opening the collector")?;
-    let reloaded = collector.clone();
-    crate::reload::spawn(config.clone(), telemetry.clone(), move |sampling| {
-        reloaded
-            .reload_sampling(sampling)
-            .map_err(|e| e.to_string())
-    });
+    let reloaded = std::sync::Arc::clone(&collector);
+    crate::reload::spawn(
+        config.clone(),
+        std::sync::Arc::clone(&telemetry),
+        move |sampling| {
+            reloaded
+                .reload_sampling(sampling)
+                .map_err(|e| e.to_string())
+        },
+    );
     let query = Arc::new(QueryService::new(
-        collector.store().clone(),
+        std::sync::Arc::clone(collector.store()),
         config.query.clone(),
     )?);
     // 1-minute and 1-hour metrics rollups of closed hours (`[query.rollups]`).
-    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(query.clone());
+    let rollups = weft_query::metrics::rollup::spawn_rollup_loop(std::sync::Arc::clone(&query));
     let health = Arc::new(Health::default());
 
     // Four listeners share the process's file descriptors.
@@ -99,17 +103,24 @@ pub async fn up(config: WeftConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let grpc = otlp_grpc_server(collector.clone(), grpc_listener, stopped(stop_rx.clone()));
+    let grpc = otlp_grpc_server(
+        std::sync::Arc::clone(&collector),
+        grpc_listener,
+        stopped(stop_rx.clone()),
+    );
     // Own metrics on the OTLP/HTTP port: on the query port `/metrics` is the viewer's page.
-    let otlp_http = weft_receiver::http::router(collector.clone())
+    let otlp_http = weft_receiver::http::router(std::sync::Arc::clone(&collector))
         .merge(weft_telemetry::route(telemetry))
-        .merge(health_routes(health.clone()));
-    let postgres =
-        weft_query::pg::serve(postgres_listener, query.clone(), stopped(stop_rx.clone()));
+        .merge(health_routes(std::sync::Arc::clone(&health)));
+    let postgres = weft_query::pg::serve(
+        postgres_listener,
+        std::sync::Arc::clone(&query),
+        stopped(stop_rx.clone()),
+    );
     let query_http = weft_query::http::guard_hosts(
         weft_query::http::router(query)
             .merge(weft_ui::router())
-            .merge(health_routes(health.clone())),
+            .merge(health_routes(std::sync::Arc::clone(&health))),
         &config.query.allowed_hosts,
     );
 

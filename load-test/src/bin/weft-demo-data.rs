@@ -6,6 +6,9 @@
 //! weft-demo-data --otlp-http http://127.0.0.1:4318 --facts /tmp/facts.json
 //! ```
 
+// A binary: its output is what it prints.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

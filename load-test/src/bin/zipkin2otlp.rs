@@ -11,6 +11,9 @@
 //!   | curl -H 'content-type: application/json' --data-binary @- http://127.0.0.1:4318/v1/traces
 //! ```
 
+// A binary: its output is what it prints.
+#![allow(clippy::print_stdout)]
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 

@@ -225,7 +225,7 @@ pub(crate) fn plan(
             let unit_live = match hour_live {
                 Some(batch) if ranges.len() == 1 => batch.clone(),
                 Some(batch) => rows_in_range(batch, *range)?,
-                None => RecordBatch::new_empty(schema.clone()),
+                None => RecordBatch::new_empty(std::sync::Arc::clone(&schema)),
             };
             let unit_live = sort_rows(table, &unit_live)?;
             file_count += files.len();
@@ -307,7 +307,7 @@ fn unit_plan(
     let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     let fan_in = files.len() + usize::from(live.num_rows() > 0);
     if !files.is_empty() {
-        let mut source = ParquetSource::new(schema.clone())
+        let mut source = ParquetSource::new(std::sync::Arc::clone(schema))
             .with_enable_page_index(true)
             .with_bloom_filter_on_read(true)
             .with_pushdown_filters(true);
@@ -337,9 +337,12 @@ fn unit_plan(
         inputs.push(DataSourceExec::from_data_source(config));
     }
     if live.num_rows() > 0 || inputs.is_empty() {
-        let source =
-            MemorySourceConfig::try_new(&[vec![live]], schema.clone(), Some(projection.to_vec()))?
-                .try_with_sort_information(vec![table_ordering.clone()])?;
+        let source = MemorySourceConfig::try_new(
+            &[vec![live]],
+            std::sync::Arc::clone(schema),
+            Some(projection.to_vec()),
+        )?
+        .try_with_sort_information(vec![table_ordering.clone()])?;
         inputs.push(DataSourceExec::from_data_source(source));
     }
     let input = if inputs.len() == 1 {
@@ -432,7 +435,8 @@ fn live_by_hour(table: Table, live: &[RecordBatch]) -> DfResult<BTreeMap<i64, Re
                 arrow::compute::interleave_record_batch(&batches, &indices)?
             };
             // Same columns, the table's own schema `Arc`.
-            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+            let batch =
+                RecordBatch::try_new(std::sync::Arc::clone(&schema), batch.columns().to_vec())?;
             Ok((hour, batch))
         })
         .collect()
@@ -511,7 +515,7 @@ impl DedupMergeExec {
     ) -> Self {
         // No output ordering is declared: a partition runs several merges in a row.
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            EquivalenceProperties::new(std::sync::Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -587,7 +591,7 @@ impl ExecutionPlan for DedupMergeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let schema = self.schema.clone();
+        let schema = std::sync::Arc::clone(&self.schema);
         let units = match self.partitions.get(partition) {
             Some(units) => units.clone(),
             None if partition == 0 => Vec::new(),
@@ -599,24 +603,26 @@ impl ExecutionPlan for DedupMergeExec {
         };
         let key = self.key.clone();
         let output = self.output.clone();
-        let out_schema = schema.clone();
+        let out_schema = std::sync::Arc::clone(&schema);
         // Units start one after another, when the previous one is done: one merge (and its
         // open files) per partition at a time.
         let stream = futures::stream::iter(units)
             .map(move |unit| {
                 let start = || -> DfResult<_> {
-                    let input = unit.execute(0, context.clone())?;
+                    let input = unit.execute(0, std::sync::Arc::clone(&context))?;
                     let mut dedup = Dedup::new(&key)?;
                     let output = output.clone();
-                    let schema = out_schema.clone();
+                    let schema = std::sync::Arc::clone(&out_schema);
                     Ok(input.map(move |batch| {
                         let kept = dedup.apply(&batch?)?;
-                        let columns: Vec<ArrayRef> =
-                            output.iter().map(|&i| kept.column(i).clone()).collect();
+                        let columns: Vec<ArrayRef> = output
+                            .iter()
+                            .map(|&i| std::sync::Arc::clone(kept.column(i)))
+                            .collect();
                         let options =
                             RecordBatchOptions::new().with_row_count(Some(kept.num_rows()));
                         Ok(RecordBatch::try_new_with_options(
-                            schema.clone(),
+                            std::sync::Arc::clone(&schema),
                             columns,
                             &options,
                         )?)
@@ -665,7 +671,10 @@ impl Dedup {
             return Ok(batch.clone());
         }
         let pick = |indices: &[usize]| -> Vec<ArrayRef> {
-            indices.iter().map(|&i| batch.column(i).clone()).collect()
+            indices
+                .iter()
+                .map(|&i| std::sync::Arc::clone(batch.column(i)))
+                .collect()
         };
         let groups = self
             .group_converter

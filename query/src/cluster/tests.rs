@@ -241,7 +241,7 @@ impl Cluster {
 
         let mut nodes = Vec::new();
         for (id, collector) in [("c1", c1), ("c2", c2), ("c3", c3)] {
-            let (addr, server) = serve(collector.clone()).await;
+            let (addr, server) = serve(std::sync::Arc::clone(&collector)).await;
             nodes.push((id.to_owned(), collector, addr, server));
         }
         let members = nodes
@@ -646,8 +646,8 @@ async fn metric_points_are_seen_once() {
             .unwrap();
         assert_eq!(outcome.accepted, 1);
     }
-    let (a1, s1) = serve(m1.clone()).await;
-    let (a2, s2) = serve(m2.clone()).await;
+    let (a1, s1) = serve(std::sync::Arc::clone(&m1)).await;
+    let (a2, s2) = serve(std::sync::Arc::clone(&m2)).await;
     let (_view_tx, view_rx) = watch::channel(view(vec![member("m1", a1), member("m2", a2)], 1));
     let source = ClusterSource::new(dir.path().to_path_buf(), view_rx, FANOUT);
     let service = QueryService::new_cluster(source, QueryConfig::default()).unwrap();

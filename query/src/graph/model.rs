@@ -102,7 +102,7 @@ pub(crate) struct EdgeAgg {
 
 impl EdgeAgg {
     /// A client span and its server child.
-    pub fn pair(&mut self, client: Side, server: Side, trace: &[u8; 16]) {
+    pub(crate) fn pair(&mut self, client: Side, server: Side, trace: &[u8; 16]) {
         self.calls += client.weight;
         if client.error || server.error {
             self.errors += client.weight;
@@ -113,7 +113,7 @@ impl EdgeAgg {
     }
 
     /// A root server span (called by `user`).
-    pub fn server_only(&mut self, server: Side, trace: &[u8; 16]) {
+    pub(crate) fn server_only(&mut self, server: Side, trace: &[u8; 16]) {
         self.calls += server.weight;
         if server.error {
             self.errors += server.weight;
@@ -123,7 +123,7 @@ impl EdgeAgg {
     }
 
     /// A client span without a server child (calls an uninstrumented peer).
-    pub fn client_only(&mut self, client: Side, trace: &[u8; 16]) {
+    pub(crate) fn client_only(&mut self, client: Side, trace: &[u8; 16]) {
         self.calls += client.weight;
         if client.error {
             self.errors += client.weight;
@@ -134,7 +134,7 @@ impl EdgeAgg {
 
     /// Takes back a [`EdgeAgg::client_only`] call: its server child turned up in another
     /// file, so the call belongs to a real edge.
-    pub fn retract_client_only(&mut self, client: Side, trace: &[u8; 16]) {
+    pub(crate) fn retract_client_only(&mut self, client: Side, trace: &[u8; 16]) {
         self.calls -= client.weight;
         if client.error {
             self.errors -= client.weight;
@@ -143,7 +143,7 @@ impl EdgeAgg {
         self.examples.remove(client.duration, trace);
     }
 
-    pub fn merge(&mut self, other: &EdgeAgg) {
+    pub(crate) fn merge(&mut self, other: &EdgeAgg) {
         self.calls += other.calls;
         self.errors += other.errors;
         self.client.merge(&other.client);
@@ -174,7 +174,7 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    pub fn merge(&mut self, other: Partial) {
+    pub(crate) fn merge(&mut self, other: Partial) {
         for (key, weight) in other.links {
             *self.links.entry(key).or_default() += weight;
         }
@@ -188,7 +188,7 @@ impl Partial {
     }
 
     /// Jaeger links, sorted by parent then child.
-    pub fn links(&self) -> Vec<DependencyLink> {
+    pub(crate) fn links(&self) -> Vec<DependencyLink> {
         let sorted: BTreeMap<(&str, &str), f64> = self
             .links
             .iter()
@@ -206,7 +206,7 @@ impl Partial {
     }
 
     /// The service graph, nodes and edges sorted by name.
-    pub fn graph(&self, start_ns: i64, end_ns: i64) -> ServiceGraph {
+    pub(crate) fn graph(&self, start_ns: i64, end_ns: i64) -> ServiceGraph {
         let mut edges: Vec<(&EdgeKey<Arc<str>>, &EdgeAgg)> = self
             .edges
             .iter()

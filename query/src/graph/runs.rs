@@ -76,7 +76,7 @@ pub(super) struct Cols {
 }
 
 impl Cols {
-    pub fn new(batch: &RecordBatch) -> Result<Self> {
+    pub(super) fn new(batch: &RecordBatch) -> Result<Self> {
         let trace: FixedSizeBinaryArray = typed(batch, TRACE_ID)?;
         let span: FixedSizeBinaryArray = typed(batch, SPAN_ID)?;
         let parent: FixedSizeBinaryArray = typed(batch, PARENT_SPAN_ID)?;
@@ -104,20 +104,20 @@ impl Cols {
     }
 
     #[inline]
-    pub fn trace(&self, i: usize) -> [u8; 16] {
+    pub(super) fn trace(&self, i: usize) -> [u8; 16] {
         let mut id = [0u8; 16];
         id.copy_from_slice(self.trace.value(i));
         id
     }
 
     #[inline]
-    pub fn span(&self, i: usize) -> u64 {
+    pub(super) fn span(&self, i: usize) -> u64 {
         id8(self.span.value(i))
     }
 
     /// The parent span id, 0 for a root (the all-zero id is stored as null).
     #[inline]
-    pub fn parent(&self, i: usize) -> u64 {
+    pub(super) fn parent(&self, i: usize) -> u64 {
         if self.parent.is_null(i) {
             0
         } else {
@@ -126,12 +126,12 @@ impl Cols {
     }
 
     #[inline]
-    pub fn kind(&self, i: usize) -> i8 {
+    pub(super) fn kind(&self, i: usize) -> i8 {
         self.kind.value(i)
     }
 
     #[inline]
-    pub fn side(&self, i: usize) -> Side {
+    pub(super) fn side(&self, i: usize) -> Side {
         Side {
             duration: self.duration.value(i),
             weight: self.weight.value(i),
@@ -141,7 +141,7 @@ impl Cols {
 
     /// The name of the peer a client span called: `peer.service`, else `db.system`, else
     /// `messaging.system`, else `server.address`, else `unknown`.
-    pub fn peer(&self, i: usize) -> &str {
+    pub(super) fn peer(&self, i: usize) -> &str {
         self.peers
             .iter()
             .find_map(|c| c.get(i).filter(|s| !s.is_empty()))
@@ -212,7 +212,7 @@ pub(super) struct RunWorker {
 }
 
 impl RunWorker {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut names = Interner::default();
         let user = names.intern(USER);
         Self {
@@ -400,7 +400,7 @@ impl Worker for RunWorker {
         self.flush_unsorted()?;
         self.finish_run(false);
         let names = &self.names;
-        let name = |id: u32| names.name(id).clone();
+        let name = |id: u32| std::sync::Arc::clone(names.name(id));
         let mut out = Partial::default();
         for ((parent, child), weight) in self.links {
             out.links.insert((name(parent), name(child)), weight);

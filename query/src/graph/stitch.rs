@@ -106,8 +106,8 @@ impl Worker for StitchWorker {
             .into_iter()
             .map(|(key, service, peer, kind, side)| {
                 let parent = Parent {
-                    service: names.name(service).clone(),
-                    peer: names.name(peer).clone(),
+                    service: std::sync::Arc::clone(names.name(service)),
+                    peer: std::sync::Arc::clone(names.name(peer)),
                     kind,
                     side,
                 };
@@ -149,7 +149,7 @@ pub(super) async fn stitch(
     }
     let lookup = Arc::new(lookup);
     let outputs = scan(session, &COLUMNS, range, filters, || StitchWorker {
-        lookup: lookup.clone(),
+        lookup: std::sync::Arc::clone(&lookup),
         names: Interner::default(),
         service_ids: NameIds::default(),
         ids: Vec::new(),
@@ -175,14 +175,17 @@ pub(super) async fn stitch(
         };
         *partial
             .links
-            .entry((parent.service.clone(), child.service.clone()))
+            .entry((
+                std::sync::Arc::clone(&parent.service),
+                std::sync::Arc::clone(&child.service),
+            ))
             .or_default() += child.side.weight;
         if !(is_callee(child.kind) && is_caller(parent.kind)) {
             continue;
         }
         let edge = EdgeKey {
-            client: parent.service.clone(),
-            server: child.service.clone(),
+            client: std::sync::Arc::clone(&parent.service),
+            server: std::sync::Arc::clone(&child.service),
             kind: EdgeKind::of(parent.kind),
             virtual_node: None,
         };
@@ -195,8 +198,8 @@ pub(super) async fn stitch(
         // call as going to a virtual peer. Take that back, once per parent.
         if !served.contains(&key) && retracted.insert(key) {
             let counted = EdgeKey {
-                client: parent.service.clone(),
-                server: parent.peer.clone(),
+                client: std::sync::Arc::clone(&parent.service),
+                server: std::sync::Arc::clone(&parent.peer),
                 kind: EdgeKind::of(parent.kind),
                 virtual_node: Some(VirtualNode::Server),
             };

@@ -24,7 +24,7 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = CollectorConfig {
             data_dir: dir.path().to_path_buf(),
@@ -35,7 +35,11 @@ impl Harness {
             ..Default::default()
         };
         let collector = Collector::open(config).unwrap();
-        let service = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+        let service = QueryService::new(
+            std::sync::Arc::clone(collector.store()),
+            QueryConfig::default(),
+        )
+        .unwrap();
         Self {
             _dir: dir,
             collector,
@@ -44,7 +48,7 @@ impl Harness {
     }
 
     /// Exports an OTLP/JSON body; every span must be accepted.
-    pub async fn ingest(&self, body: &[u8]) {
+    pub(crate) async fn ingest(&self, body: &[u8]) {
         let outcome = self
             .collector
             .export_traces(Bytes::copy_from_slice(body), Format::Json)
@@ -55,7 +59,7 @@ impl Harness {
     }
 
     /// Converts a Zipkin fixture and exports it.
-    pub async fn ingest_zipkin(&self, name: &str) {
+    pub(crate) async fn ingest_zipkin(&self, name: &str) {
         let conversion =
             weft_schemas::zipkin::to_otlp(&testdata(&format!("zipkin-v2/{name}"))).unwrap();
         let body =
@@ -64,7 +68,7 @@ impl Harness {
     }
 
     /// Moves every live row into Parquet.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         self.collector.flush_all().await.unwrap();
     }
 }

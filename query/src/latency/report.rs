@@ -113,7 +113,7 @@ pub(super) struct OpsWorker {
 }
 
 impl OpsWorker {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             names: Interner::default(),
             services: NameIds::default(),
@@ -158,7 +158,15 @@ impl Worker for OpsWorker {
         Ok(self
             .groups
             .into_iter()
-            .map(|((s, o), stats)| ((names.name(s).clone(), names.name(o).clone()), stats))
+            .map(|((s, o), stats)| {
+                (
+                    (
+                        std::sync::Arc::clone(names.name(s)),
+                        std::sync::Arc::clone(names.name(o)),
+                    ),
+                    stats,
+                )
+            })
             .collect())
     }
 }
@@ -241,7 +249,7 @@ pub(super) struct ReportWorker {
 }
 
 impl ReportWorker {
-    pub fn new(spec: Arc<ReportSpec>) -> Self {
+    pub(super) fn new(spec: Arc<ReportSpec>) -> Self {
         let mut names = Interner::default();
         let service = names.intern(&spec.service);
         let operation = spec.operation.as_deref().map(|o| names.intern(o));
@@ -332,7 +340,7 @@ impl Worker for ReportWorker {
             by_operation: self
                 .by_operation
                 .into_iter()
-                .map(|(o, stats)| (names.name(o).clone(), stats))
+                .map(|(o, stats)| (std::sync::Arc::clone(names.name(o)), stats))
                 .collect(),
             overall: self.overall,
             steps: self.steps,

@@ -373,7 +373,7 @@ async fn write_ready(
 ///
 /// Runs on the query runtime ([`crate::bulkhead`]), away from ingest, without a query slot.
 pub fn spawn_rollup_loop(service: Arc<QueryService>) -> JoinHandle<()> {
-    let runner = service.clone();
+    let runner = std::sync::Arc::clone(&service);
     runner.bulkhead().spawn(async move {
         let config = service.config().rollups.clone();
         if !config.enabled {

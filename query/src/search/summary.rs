@@ -67,7 +67,7 @@ pub(crate) struct SummaryBuilder {
 
 impl SummaryBuilder {
     /// Adds the rows of a batch holding [`SUMMARY_COLUMNS`] (by name).
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(super) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -132,7 +132,7 @@ impl SummaryBuilder {
         Ok(())
     }
 
-    pub fn finish(self) -> HashMap<[u8; 16], TraceSummary> {
+    pub(super) fn finish(self) -> HashMap<[u8; 16], TraceSummary> {
         self.traces
             .into_iter()
             .map(|(trace_id, p)| {

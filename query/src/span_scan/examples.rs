@@ -10,7 +10,7 @@ pub(crate) struct Examples(pub(crate) Vec<(i64, [u8; 16])>);
 
 impl Examples {
     #[inline]
-    pub fn offer(&mut self, duration: i64, trace: &[u8; 16]) {
+    pub(crate) fn offer(&mut self, duration: i64, trace: &[u8; 16]) {
         if self.0.len() == EXAMPLES
             && !Self::before(&(duration, *trace), self.0.last().expect("full"))
         {
@@ -32,17 +32,17 @@ impl Examples {
         (std::cmp::Reverse(a.0), a.1) < (std::cmp::Reverse(b.0), b.1)
     }
 
-    pub fn merge(&mut self, other: &Examples) {
+    pub(crate) fn merge(&mut self, other: &Examples) {
         for (d, t) in &other.0 {
             self.offer(*d, t);
         }
     }
 
-    pub fn remove(&mut self, duration: i64, trace: &[u8; 16]) {
+    pub(crate) fn remove(&mut self, duration: i64, trace: &[u8; 16]) {
         self.0.retain(|(d, t)| !(*d == duration && t == trace));
     }
 
-    pub fn hex(&self) -> Vec<String> {
+    pub(crate) fn hex(&self) -> Vec<String> {
         self.0.iter().map(|(_, t)| hex::encode(t)).collect()
     }
 }

@@ -359,7 +359,7 @@ impl Sizes {
             ColumnarValue::Array(array) => {
                 let element = list_values(array.as_ref()).map_or(8, average_bytes);
                 Sizes::Array {
-                    array: array.clone(),
+                    array: std::sync::Arc::clone(array),
                     element,
                 }
             }

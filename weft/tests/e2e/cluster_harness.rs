@@ -27,7 +27,7 @@ use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, http_client
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One `weft <role>` process.
-pub struct Proc {
+pub(crate) struct Proc {
     child: Option<Child>,
     pub name: String,
     /// Listener name (`otlp-grpc`, `cluster-http`, ...) -> address as printed.
@@ -83,7 +83,7 @@ impl Proc {
         }
     }
 
-    pub fn url(&self, listener: &str) -> String {
+    pub(crate) fn url(&self, listener: &str) -> String {
         let addr = self
             .addrs
             .get(listener)
@@ -95,7 +95,7 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
@@ -108,7 +108,7 @@ impl Proc {
     }
 
     /// SIGKILL: nothing of the shutdown path runs.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -116,7 +116,7 @@ impl Proc {
     }
 
     /// SIGTERM and wait: leave the cluster, drain, flush.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
         self.child
             .take()
@@ -126,11 +126,11 @@ impl Proc {
     }
 
     /// SIGSTOP: the process is frozen (no gossip, no answers) until `resume`.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.signal("-STOP");
     }
 
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal("-CONT");
     }
 }
@@ -149,14 +149,14 @@ impl Drop for Proc {
 
 /// How the nodes find the collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discovery {
+pub(crate) enum Discovery {
     Gossip,
     /// Static list of collector HTTP addresses (collectors are started first).
     Static,
 }
 
 /// A cluster of real processes sharing `<dir>/storage`.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub dir: tempfile::TempDir,
     config: PathBuf,
     discovery: Discovery,
@@ -174,7 +174,7 @@ fn free_udp_addr() -> String {
 
 impl Cluster {
     /// Writes the shared config; `extra` is appended TOML (sections the test tunes).
-    pub fn new(discovery: Discovery, dead_grace_secs: u64, extra: &str) -> Self {
+    pub(crate) fn new(discovery: Discovery, dead_grace_secs: u64, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         let config = dir.path().join("weft.toml");
@@ -227,7 +227,7 @@ breaker_open_ms = 1000
         }
     }
 
-    pub fn storage(&self) -> PathBuf {
+    pub(crate) fn storage(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
 
@@ -272,7 +272,7 @@ breaker_open_ms = 1000
     }
 
     /// Starts collector `node_id` (a restart when its directory exists). `extra`: flags.
-    pub fn start_collector(&mut self, node_id: &str, extra: &[String]) -> usize {
+    pub(crate) fn start_collector(&mut self, node_id: &str, extra: &[String]) -> usize {
         let (mut args, gossip) = self.common_args(node_id);
         args.extend([
             "--cluster-grpc".to_owned(),
@@ -290,7 +290,7 @@ breaker_open_ms = 1000
         self.collectors.len() - 1
     }
 
-    pub fn start_ingest(&mut self, node_id: &str) -> usize {
+    pub(crate) fn start_ingest(&mut self, node_id: &str) -> usize {
         let (mut args, gossip) = self.common_args(node_id);
         let spool = self.dir.path().join(format!("spool-{node_id}"));
         args.extend([
@@ -307,7 +307,7 @@ breaker_open_ms = 1000
         self.ingests.len() - 1
     }
 
-    pub fn start_query(&mut self) {
+    pub(crate) fn start_query(&mut self) {
         let (mut args, gossip) = self.common_args("q1");
         args.extend([
             "--query-http".to_owned(),
@@ -322,7 +322,7 @@ breaker_open_ms = 1000
 
     /// The standard shape: `collectors` collectors c1.., two ingest nodes, one query node,
     /// and every ingest and query node seeing every collector up.
-    pub async fn start(
+    pub(crate) async fn start(
         discovery: Discovery,
         collectors: usize,
         dead_grace_secs: u64,
@@ -344,14 +344,14 @@ breaker_open_ms = 1000
         cluster
     }
 
-    pub fn collector(&mut self, node_id: &str) -> &mut Proc {
+    pub(crate) fn collector(&mut self, node_id: &str) -> &mut Proc {
         self.collectors
             .iter_mut()
             .find(|c| c.name == node_id)
             .unwrap_or_else(|| panic!("no collector {node_id}"))
     }
 
-    pub fn query_url(&self, path: &str) -> String {
+    pub(crate) fn query_url(&self, path: &str) -> String {
         format!(
             "{}{path}",
             self.query.as_ref().expect("query node").url("query-http")
@@ -359,7 +359,7 @@ breaker_open_ms = 1000
     }
 
     /// `/api/v1/cluster` of every ingest and query node.
-    pub async fn views(&self) -> Vec<Value> {
+    pub(crate) async fn views(&self) -> Vec<Value> {
         let mut urls: Vec<String> = self
             .ingests
             .iter()
@@ -382,7 +382,7 @@ breaker_open_ms = 1000
     }
 
     /// Polls every ingest and query node's view (bounded) until `done` holds for all.
-    pub async fn wait_views(&self, what: &str, done: impl Fn(&Value) -> bool) -> Duration {
+    pub(crate) async fn wait_views(&self, what: &str, done: impl Fn(&Value) -> bool) -> Duration {
         let start = Instant::now();
         for _ in 0..MAX_POLLS {
             let views = self.views().await;
@@ -399,7 +399,7 @@ breaker_open_ms = 1000
     }
 
     /// Hinted hand-off data held by all ingest nodes together.
-    pub async fn spooled_hints(&self) -> u64 {
+    pub(crate) async fn spooled_hints(&self) -> u64 {
         let mut total = 0;
         for view in self.views().await {
             total += view["forwarding"]["totals"]["spool_hints"]
@@ -410,7 +410,7 @@ breaker_open_ms = 1000
     }
 
     /// Runs SQL on the query node; returns rows and the `x-weft-warnings` header.
-    pub async fn sql(&self, sql: &str) -> (Vec<Value>, Option<String>) {
+    pub(crate) async fn sql(&self, sql: &str) -> (Vec<Value>, Option<String>) {
         let response = http_client()
             .post(self.query_url("/api/v1/sql"))
             .json(&serde_json::json!({ "sql": sql }))
@@ -429,7 +429,7 @@ breaker_open_ms = 1000
     }
 
     /// Every stored (trace id, span id) through the query node; fails on any duplicate.
-    pub async fn stored_spans(&self) -> HashSet<SpanKey> {
+    pub(crate) async fn stored_spans(&self) -> HashSet<SpanKey> {
         let (duplicates, _) = self
             .sql(
                 "SELECT hex_id(trace_id) AS t, hex_id(span_id) AS s, count(*) AS n FROM spans \
@@ -465,7 +465,7 @@ breaker_open_ms = 1000
 
     /// Waits (bounded) until every acknowledged span is visible, then checks exactly-once;
     /// returns how long visibility took.
-    pub async fn assert_all_acked_stored_once(&self, acked: &Acked, sent: u64) -> Duration {
+    pub(crate) async fn assert_all_acked_stored_once(&self, acked: &Acked, sent: u64) -> Duration {
         let acked = acked.spans();
         let start = Instant::now();
         let mut stored;
@@ -492,7 +492,7 @@ breaker_open_ms = 1000
     }
 }
 
-pub fn members(view: &Value) -> Vec<String> {
+pub(crate) fn members(view: &Value) -> Vec<String> {
     let mut out: Vec<String> = view["members"]
         .as_array()
         .into_iter()
@@ -503,7 +503,7 @@ pub fn members(view: &Value) -> Vec<String> {
     out
 }
 
-pub fn up_members(view: &Value) -> Vec<String> {
+pub(crate) fn up_members(view: &Value) -> Vec<String> {
     let mut out: Vec<String> = view["members"]
         .as_array()
         .into_iter()
@@ -520,7 +520,7 @@ pub fn up_members(view: &Value) -> Vec<String> {
 /// `cut()` resets the open connections and makes new ones close at once (the far side sees
 /// a connection failure, the way a broken network path or a firewall reset looks);
 /// `restore()` lets traffic through again.
-pub struct FaultProxy {
+pub(crate) struct FaultProxy {
     pub addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
     /// `true` while cut; connections watch it and die when it turns `true`.
@@ -529,13 +529,13 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let target: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (cut, _) = tokio::sync::watch::channel(false);
         let task = {
-            let (target, cut) = (target.clone(), cut.clone());
+            let (target, cut) = (std::sync::Arc::clone(&target), cut.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((inbound, _)) = listener.accept().await else {
@@ -572,15 +572,15 @@ impl FaultProxy {
         }
     }
 
-    pub fn set_target(&self, to: SocketAddr) {
+    pub(crate) fn set_target(&self, to: SocketAddr) {
         *self.target.lock().expect("target") = Some(to);
     }
 
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.send_replace(true);
     }
 
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.cut.send_replace(false);
     }
 }
@@ -592,7 +592,7 @@ impl Drop for FaultProxy {
 }
 
 /// Parquet files under a collector's directory in the shared storage.
-pub fn node_files(storage: &Path, node_id: &str) -> usize {
+pub(crate) fn node_files(storage: &Path, node_id: &str) -> usize {
     fn walk(dir: &Path, n: &mut usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

@@ -21,21 +21,21 @@ use weft_load_test::AckCallback;
 use crate::server::TestServer;
 
 /// Upper bound of every wait on the server (polls, eventual visibility).
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 /// Interval between two polls of a bounded poll loop.
-pub const POLL_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(100);
 /// Most polls a loop makes (`DEADLINE / POLL_EVERY`, plus slack for slow polls).
-pub const MAX_POLLS: usize = 700;
+pub(crate) const MAX_POLLS: usize = 700;
 
-pub const PROTOBUF: &str = "application/x-protobuf";
-pub const JSON: &str = "application/json";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const JSON: &str = "application/json";
 
 /// The fixtures the tests use, vendored in `schemas/testdata` (see its MANIFEST.txt).
-pub fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/testdata"))
 }
 
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(120))
@@ -45,23 +45,23 @@ pub fn http_client() -> reqwest::Client {
 
 /// A complete HTTP reply.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("reply is not json ({e}): {} {}", self.status, self.text()))
     }
 
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| v.to_str().expect("ascii header").to_owned())
@@ -69,7 +69,7 @@ impl Reply {
 }
 
 /// Sends one request and reads the whole reply.
-pub async fn request(
+pub(crate) async fn request(
     method: reqwest::Method,
     url: &str,
     headers: &[(&str, &str)],
@@ -96,15 +96,15 @@ pub async fn request(
     }
 }
 
-pub async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+pub(crate) async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
     request(reqwest::Method::POST, url, headers, Some(body)).await
 }
 
-pub async fn get(url: &str) -> Reply {
+pub(crate) async fn get(url: &str) -> Reply {
     request(reqwest::Method::GET, url, &[], None).await
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(data).expect("gzip");
     encoder.finish().expect("gzip")
@@ -113,7 +113,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// Sends raw bytes over a fresh TCP connection to `base_url` (`http://host:port`) and
 /// returns the status code and the rest of the reply. For what reqwest does not do, such as
 /// a hand-made chunked body.
-pub async fn raw_http(base_url: &str, request: &[u8]) -> (u16, String) {
+pub(crate) async fn raw_http(base_url: &str, request: &[u8]) -> (u16, String) {
     let addr = base_url.strip_prefix("http://").expect("http url");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write request");
@@ -132,7 +132,7 @@ pub async fn raw_http(base_url: &str, request: &[u8]) -> (u16, String) {
 }
 
 /// `body` as HTTP/1.1 chunks of `chunk` bytes (`Transfer-Encoding: chunked`).
-pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+pub(crate) fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / chunk * 8 + 16);
     for part in body.chunks(chunk) {
         out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
@@ -145,7 +145,7 @@ pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
 
 impl TestServer {
     /// POSTs `sql` to the SQL endpoint and returns the raw reply.
-    pub async fn sql_reply(&self, sql: &str) -> Reply {
+    pub(crate) async fn sql_reply(&self, sql: &str) -> Reply {
         let body = serde_json::to_vec(&serde_json::json!({ "sql": sql })).expect("json");
         post(
             &self.query_url("/api/v1/sql"),
@@ -156,7 +156,7 @@ impl TestServer {
     }
 
     /// Runs SQL and returns every row; fails if the query failed or the result was cut off.
-    pub async fn sql_rows(&self, sql: &str) -> Vec<Value> {
+    pub(crate) async fn sql_rows(&self, sql: &str) -> Vec<Value> {
         let reply = self.sql_reply(sql).await;
         assert_eq!(reply.status, 200, "sql {sql:?} failed: {}", reply.text());
         assert_eq!(
@@ -171,7 +171,7 @@ impl TestServer {
     }
 
     /// The single number a `SELECT count(*) AS n ...` returns.
-    pub async fn sql_count(&self, sql: &str) -> u64 {
+    pub(crate) async fn sql_count(&self, sql: &str) -> u64 {
         let rows = self.sql_rows(sql).await;
         assert_eq!(rows.len(), 1, "sql {sql:?}: expected one row, got {rows:?}");
         json_u64(rows[0].get("n").unwrap_or(&Value::Null))
@@ -179,12 +179,12 @@ impl TestServer {
     }
 
     /// `GET /api/v1/traces/{id}` as a raw reply.
-    pub async fn trace_reply(&self, trace_id: &str) -> Reply {
+    pub(crate) async fn trace_reply(&self, trace_id: &str) -> Reply {
         get(&self.query_url(&format!("/api/v1/traces/{trace_id}"))).await
     }
 
     /// POSTs an OTLP body to the OTLP/HTTP receiver.
-    pub async fn otlp_post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+    pub(crate) async fn otlp_post(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
         post(
             &self.http_url(path),
             &[("content-type", content_type)],
@@ -197,7 +197,7 @@ impl TestServer {
 // ---- polling on the data directory ------------------------------------------------------
 
 /// Rows the manifest lists as committed Parquet for `table` (0 when there is no manifest).
-pub fn manifest_rows(data_dir: &Path, table: &str) -> u64 {
+pub(crate) fn manifest_rows(data_dir: &Path, table: &str) -> u64 {
     let Ok(bytes) = std::fs::read(data_dir.join("manifest.json")) else {
         return 0;
     };
@@ -209,7 +209,7 @@ pub fn manifest_rows(data_dir: &Path, table: &str) -> u64 {
 }
 
 /// Every `.parquet` file below `data_dir/table`.
-pub fn parquet_files(data_dir: &Path, table: &str) -> Vec<PathBuf> {
+pub(crate) fn parquet_files(data_dir: &Path, table: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![data_dir.join(table)];
     // Bounded by the directory tree; each directory is visited once.
@@ -232,7 +232,7 @@ pub fn parquet_files(data_dir: &Path, table: &str) -> Vec<PathBuf> {
 
 /// Polls (bounded in count and time) until the manifest lists at least `rows` committed
 /// Parquet rows of `table` and the files are on disk.
-pub async fn wait_for_parquet_rows(data_dir: &Path, table: &str, rows: u64) {
+pub(crate) async fn wait_for_parquet_rows(data_dir: &Path, table: &str, rows: u64) {
     let start = Instant::now();
     for _ in 0..MAX_POLLS {
         if manifest_rows(data_dir, table) >= rows && !parquet_files(data_dir, table).is_empty() {
@@ -252,7 +252,7 @@ pub async fn wait_for_parquet_rows(data_dir: &Path, table: &str, rows: u64) {
 // ---- JSON scalars ---------------------------------------------------------------------------
 
 /// A JSON number or decimal string as u64 (OTLP/JSON writes 64-bit integers as strings).
-pub fn json_u64(v: &Value) -> Option<u64> {
+pub(crate) fn json_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.parse().ok(),
@@ -260,7 +260,7 @@ pub fn json_u64(v: &Value) -> Option<u64> {
     }
 }
 
-pub fn json_i64(v: &Value) -> Option<i64> {
+pub(crate) fn json_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
@@ -268,7 +268,7 @@ pub fn json_i64(v: &Value) -> Option<i64> {
     }
 }
 
-pub fn json_f64(v: &Value) -> Option<f64> {
+pub(crate) fn json_f64(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => match s.as_str() {
@@ -282,7 +282,7 @@ pub fn json_f64(v: &Value) -> Option<f64> {
 }
 
 /// `o[key]` unless absent or null.
-pub fn field<'a>(o: &'a Value, key: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(o: &'a Value, key: &str) -> Option<&'a Value> {
     o.get(key).filter(|v| !v.is_null())
 }
 
@@ -337,7 +337,7 @@ const STATUS_CODES: &[&str] = &["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_C
 
 /// An OTLP `AnyValue` in a form that compares equal however it was encoded.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Any {
+pub(crate) enum Any {
     Empty,
     Str(String),
     Bool(bool),
@@ -349,9 +349,9 @@ pub enum Any {
     KvList(BTreeMap<String, Any>),
 }
 
-pub type Attrs = BTreeMap<String, Any>;
+pub(crate) type Attrs = BTreeMap<String, Any>;
 
-pub fn any_from_json(v: &Value) -> Any {
+pub(crate) fn any_from_json(v: &Value) -> Any {
     if let Some(s) = field(v, "stringValue") {
         return Any::Str(s.as_str().expect("stringValue").to_owned());
     }
@@ -376,7 +376,7 @@ pub fn any_from_json(v: &Value) -> Any {
     Any::Empty
 }
 
-pub fn attrs_from_json(list: &[Value]) -> Attrs {
+pub(crate) fn attrs_from_json(list: &[Value]) -> Attrs {
     list.iter()
         .map(|kv| {
             let key = str_field(kv, "key");
@@ -386,7 +386,7 @@ pub fn attrs_from_json(list: &[Value]) -> Attrs {
         .collect()
 }
 
-pub fn any_from_proto(v: Option<&AnyValue>) -> Any {
+pub(crate) fn any_from_proto(v: Option<&AnyValue>) -> Any {
     match v.and_then(|v| v.value.as_ref()) {
         None => Any::Empty,
         Some(any_value::Value::StringValue(s)) => Any::Str(s.clone()),
@@ -403,7 +403,7 @@ pub fn any_from_proto(v: Option<&AnyValue>) -> Any {
     }
 }
 
-pub fn attrs_from_proto(list: &[KeyValue]) -> Attrs {
+pub(crate) fn attrs_from_proto(list: &[KeyValue]) -> Attrs {
     list.iter()
         .map(|kv| (kv.key.clone(), any_from_proto(kv.value.as_ref())))
         .collect()
@@ -431,7 +431,7 @@ fn decode_base64(text: &str) -> Vec<u8> {
 
 /// One span event, canonical.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub time: u64,
     pub name: String,
     pub attributes: Attrs,
@@ -440,7 +440,7 @@ pub struct Event {
 
 /// One span link, canonical.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Link {
+pub(crate) struct Link {
     pub trace_id: String,
     pub span_id: String,
     pub trace_state: String,
@@ -452,7 +452,7 @@ pub struct Link {
 /// One span with its resource and scope, canonical: lowercase hex ids, "" for an absent
 /// id or string, 0 for an absent number, attributes as sorted maps.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Span {
+pub(crate) struct Span {
     pub resource: Attrs,
     pub scope_name: String,
     pub scope_version: String,
@@ -477,7 +477,7 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn service(&self) -> String {
+    pub(crate) fn service(&self) -> String {
         match self.resource.get("service.name") {
             Some(Any::Str(s)) => s.clone(),
             _ => "unknown_service".to_owned(),
@@ -486,7 +486,7 @@ impl Span {
 }
 
 /// Sorts spans by (trace id, span id, start) so two lists compare as multisets.
-pub fn sorted(mut spans: Vec<Span>) -> Vec<Span> {
+pub(crate) fn sorted(mut spans: Vec<Span>) -> Vec<Span> {
     spans.sort_by(|a, b| {
         (&a.trace_id, &a.span_id, a.start, &a.name).cmp(&(
             &b.trace_id,
@@ -503,7 +503,7 @@ fn hex_id(o: &Value, key: &str) -> String {
 }
 
 /// Every span of an OTLP/JSON `{"resourceSpans": [...]}` document.
-pub fn spans_from_json(doc: &Value) -> Vec<Span> {
+pub(crate) fn spans_from_json(doc: &Value) -> Vec<Span> {
     let mut out = Vec::new();
     for rs in array_field(doc, "resourceSpans") {
         let resource = field(rs, "resource")
@@ -561,7 +561,7 @@ pub fn spans_from_json(doc: &Value) -> Vec<Span> {
 }
 
 /// Every span of a decoded protobuf export request.
-pub fn spans_from_proto(req: &ExportTraceServiceRequest) -> Vec<Span> {
+pub(crate) fn spans_from_proto(req: &ExportTraceServiceRequest) -> Vec<Span> {
     let mut out = Vec::new();
     for rs in &req.resource_spans {
         let resource = rs
@@ -625,7 +625,7 @@ pub fn spans_from_proto(req: &ExportTraceServiceRequest) -> Vec<Span> {
 // ---- metrics --------------------------------------------------------------------------------
 
 /// (service name, metric name) -> (metric_type as in the `metrics` table, data points).
-pub type MetricCounts = BTreeMap<(String, String), (i64, u64)>;
+pub(crate) type MetricCounts = BTreeMap<(String, String), (i64, u64)>;
 
 fn service_of(resource_attrs: &Attrs) -> String {
     match resource_attrs.get("service.name") {
@@ -635,7 +635,7 @@ fn service_of(resource_attrs: &Attrs) -> String {
 }
 
 /// Data points per metric of an OTLP/JSON `{"resourceMetrics": [...]}` document.
-pub fn metric_counts_from_json(doc: &Value, into: &mut MetricCounts) {
+pub(crate) fn metric_counts_from_json(doc: &Value, into: &mut MetricCounts) {
     const TYPES: [(&str, i64); 5] = [
         ("gauge", 1),
         ("sum", 2),
@@ -668,7 +668,7 @@ pub fn metric_counts_from_json(doc: &Value, into: &mut MetricCounts) {
 }
 
 /// Data points per metric of a decoded protobuf metrics export.
-pub fn metric_counts_from_proto(req: &ExportMetricsServiceRequest, into: &mut MetricCounts) {
+pub(crate) fn metric_counts_from_proto(req: &ExportMetricsServiceRequest, into: &mut MetricCounts) {
     for rm in &req.resource_metrics {
         let service = service_of(
             &rm.resource
@@ -696,7 +696,7 @@ pub fn metric_counts_from_proto(req: &ExportMetricsServiceRequest, into: &mut Me
 }
 
 /// What the `metrics` table holds, in the shape of [`MetricCounts`].
-pub async fn stored_metric_counts(server: &TestServer) -> MetricCounts {
+pub(crate) async fn stored_metric_counts(server: &TestServer) -> MetricCounts {
     let rows = server
         .sql_rows(
             "SELECT service_name, metric_name, metric_type, count(*) AS n FROM metrics \
@@ -726,7 +726,7 @@ pub async fn stored_metric_counts(server: &TestServer) -> MetricCounts {
 
 /// Checks every expected span is stored, with every field, and nothing else under those trace
 /// ids: through the trace API (OTLP/JSON) and through SQL.
-pub async fn assert_spans_stored(server: &TestServer, expected: &[Span]) {
+pub(crate) async fn assert_spans_stored(server: &TestServer, expected: &[Span]) {
     let mut by_trace: BTreeMap<String, Vec<Span>> = BTreeMap::new();
     for span in expected {
         by_trace
@@ -789,26 +789,26 @@ pub async fn assert_spans_stored(server: &TestServer, expected: &[Span]) {
 }
 
 /// (trace id, span id), lowercase hex.
-pub type SpanKey = (String, String);
+pub(crate) type SpanKey = (String, String);
 
 /// Acknowledged requests and their spans, filled by the load generator's callback.
 #[derive(Default)]
-pub struct Acked {
+pub(crate) struct Acked {
     spans: Mutex<HashSet<SpanKey>>,
     requests: AtomicU64,
 }
 
 impl Acked {
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
 
-    pub fn spans(&self) -> HashSet<SpanKey> {
+    pub(crate) fn spans(&self) -> HashSet<SpanKey> {
         self.spans.lock().expect("ack set").clone()
     }
 
-    pub fn callback(self: &Arc<Self>) -> AckCallback {
-        let acked = self.clone();
+    pub(crate) fn callback(self: &Arc<Self>) -> AckCallback {
+        let acked = std::sync::Arc::clone(self);
         Arc::new(move |req| {
             let mut spans = acked.spans.lock().expect("ack set");
             for span in req
@@ -824,7 +824,7 @@ impl Acked {
     }
 
     /// Waits (bounded) until `n` more requests than now have been acknowledged.
-    pub async fn wait_more(&self, n: u64) {
+    pub(crate) async fn wait_more(&self, n: u64) {
         let target = self.requests() + n;
         let start = Instant::now();
         for _ in 0..MAX_POLLS {

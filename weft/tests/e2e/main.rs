@@ -18,9 +18,14 @@
 //! | `edge` | slow, idle, numerous and amplifying clients: decode bombs get 413 in bounded memory, slow headers / stalled bodies / lying lengths / unfinished gRPC messages are cut and release their budget, idle sockets past the fd limit do not block exports or queries |
 //! | `damage` | a torn WAL segment, a flipped byte mid-WAL and an unreadable Parquet file: acknowledged spans are never silently lost, the rest is served, the damage is reported (incidents, `/metrics`, `x-weft-warnings`) |
 //! | `time_window` | spans outside the accepted time window are refused by partial success; 20,000 hours in one request leave a bounded number of files |
+//! | `upgrade` | a data directory written by the previous release (checked in) opens whole: old manifest, WAL replay, nothing doubled |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
+
+// Helpers of tests may unwrap (a failed step is a failed test) and print (cargo test shows a
+// failed test's output).
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod bad_input;
 mod cluster;

@@ -10,12 +10,12 @@ use std::time::Duration;
 /// `collector.receiver.accept_past_secs` the harness starts servers with (100 years):
 /// recorded fixtures and conformance data carry fixed historical times. Tests of the
 /// window pass their own `--set`, which wins (later overrides win).
-pub const HISTORICAL_WINDOW_SECS: u64 = 100 * 365 * 24 * 3600;
+pub(crate) const HISTORICAL_WINDOW_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// How long a server may take to start (WAL replay included) before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     child: Option<Child>,
     pub data_dir: PathBuf,
     pub otlp_grpc: String,
@@ -28,7 +28,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server with a fresh data directory.
-    pub fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
         let mut server = Self::start_in(tempdir.path(), extra);
         server._tempdir = Some(tempdir);
@@ -37,7 +37,7 @@ impl TestServer {
 
     /// Starts a server with a fresh data directory under a wrapper command that execs it,
     /// e.g. `["prlimit", "--nofile=256:256", "--"]` (the pid stays the server's).
-    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Self {
+    pub(crate) fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
         let mut server = Self::spawn(wrapper, tempdir.path(), extra, &[]);
         server._tempdir = Some(tempdir);
@@ -45,12 +45,12 @@ impl TestServer {
     }
 
     /// Starts a server on an existing data directory (e.g. after a crash).
-    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
         Self::spawn(&[], data_dir, extra, &[])
     }
 
     /// Starts a server with a fresh data directory and extra environment variables.
-    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
         let mut server = Self::spawn(&[], tempdir.path(), extra, env);
         server._tempdir = Some(tempdir);
@@ -122,12 +122,12 @@ impl TestServer {
         server
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM` = peak RSS), in bytes.
-    pub fn proc_status_bytes(&self, key: &str) -> u64 {
+    pub(crate) fn proc_status_bytes(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/<pid>/status");
         status
@@ -139,7 +139,7 @@ impl TestServer {
     }
 
     /// Sends a signal by name (`-HUP`) with `kill(1)`.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.pid().to_string()])
             .status()
@@ -148,7 +148,7 @@ impl TestServer {
     }
 
     /// SIGKILL: no shutdown code runs, buffered data is only in the WAL.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -157,7 +157,7 @@ impl TestServer {
 
     /// SIGTERM and wait: the graceful path (drain, flush). `kill(1)` keeps the tests free
     /// of unsafe code.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -167,16 +167,16 @@ impl TestServer {
         child.wait().expect("wait for weft")
     }
 
-    pub fn query_url(&self, path: &str) -> String {
+    pub(crate) fn query_url(&self, path: &str) -> String {
         format!("{}{path}", self.query_http)
     }
 
-    pub fn http_url(&self, path: &str) -> String {
+    pub(crate) fn http_url(&self, path: &str) -> String {
         format!("{}{path}", self.otlp_http)
     }
 
     /// Runs SQL through the HTTP endpoint and returns the rows as JSON objects.
-    pub async fn sql(&self, sql: &str) -> Vec<serde_json::Value> {
+    pub(crate) async fn sql(&self, sql: &str) -> Vec<serde_json::Value> {
         let response = reqwest::Client::new()
             .post(self.query_url("/api/v1/sql"))
             .json(&serde_json::json!({ "sql": sql }))
@@ -190,7 +190,7 @@ impl TestServer {
     }
 
     /// Fetches a trace as OTLP/JSON; `None` on 404.
-    pub async fn trace(&self, trace_id: &str) -> Option<serde_json::Value> {
+    pub(crate) async fn trace(&self, trace_id: &str) -> Option<serde_json::Value> {
         let response = reqwest::get(self.query_url(&format!("/api/v1/traces/{trace_id}")))
             .await
             .expect("trace request");

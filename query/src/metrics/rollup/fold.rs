@@ -88,61 +88,59 @@ fn list_of(item: DataType) -> DataType {
 }
 
 /// The schema of the rollup tables (see the module docs of [`crate::metrics::rollup`]).
-pub fn schema() -> SchemaRef {
+pub(super) fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            let metrics = Table::Metrics.schema();
-            let same = |name: &str| {
-                metrics
-                    .field_with_name(name)
-                    .expect("a metrics column")
-                    .clone()
-            };
-            let ts = metrics
-                .field_with_name(TIME)
-                .expect("time")
-                .data_type()
-                .clone();
-            let mut fields = vec![
-                same(METRIC_NAME),
-                same(METRIC_UNIT),
-                same(METRIC_TYPE),
-                same(AGGREGATION_TEMPORALITY),
-                same(IS_MONOTONIC),
-                same(SERVICE_NAME),
-                same(SERIES_ID),
-                same(SCOPE_NAME),
-                same(SCOPE_VERSION),
-                same(RESOURCE_ATTRIBUTES),
-                same(ATTRIBUTES),
-                Field::new(TIME, ts.clone(), false),
-                Field::new(rc::FIRST_TIME, ts.clone(), false),
-                Field::new(rc::LAST_TIME, ts.clone(), false),
-                Field::new(rc::POINTS, DataType::UInt64, false),
-                Field::new(rc::FIRST_START_TIME, ts.clone(), true),
-                Field::new(rc::LAST_START_TIME, ts, true),
-            ];
-            for name in [
-                rc::MIN,
-                rc::MAX,
-                rc::SUM,
-                rc::FIRST_VALUE,
-                rc::LAST_VALUE,
-                rc::INCREASE,
-            ] {
-                fields.push(Field::new(name, DataType::Float64, true));
-            }
-            for name in [rc::COUNT, rc::FIRST_COUNT, rc::LAST_COUNT] {
-                fields.push(Field::new(name, DataType::UInt64, true));
-            }
-            for pair in rc::HISTOGRAMS.chunks(2) {
-                fields.push(Field::new(pair[0], list_of(DataType::Float64), true));
-                fields.push(Field::new(pair[1], list_of(DataType::UInt64), true));
-            }
-            Arc::new(Schema::new(fields))
-        })
-        .clone()
+    std::sync::Arc::clone(SCHEMA.get_or_init(|| {
+        let metrics = Table::Metrics.schema();
+        let same = |name: &str| {
+            metrics
+                .field_with_name(name)
+                .expect("a metrics column")
+                .clone()
+        };
+        let ts = metrics
+            .field_with_name(TIME)
+            .expect("time")
+            .data_type()
+            .clone();
+        let mut fields = vec![
+            same(METRIC_NAME),
+            same(METRIC_UNIT),
+            same(METRIC_TYPE),
+            same(AGGREGATION_TEMPORALITY),
+            same(IS_MONOTONIC),
+            same(SERVICE_NAME),
+            same(SERIES_ID),
+            same(SCOPE_NAME),
+            same(SCOPE_VERSION),
+            same(RESOURCE_ATTRIBUTES),
+            same(ATTRIBUTES),
+            Field::new(TIME, ts.clone(), false),
+            Field::new(rc::FIRST_TIME, ts.clone(), false),
+            Field::new(rc::LAST_TIME, ts.clone(), false),
+            Field::new(rc::POINTS, DataType::UInt64, false),
+            Field::new(rc::FIRST_START_TIME, ts.clone(), true),
+            Field::new(rc::LAST_START_TIME, ts, true),
+        ];
+        for name in [
+            rc::MIN,
+            rc::MAX,
+            rc::SUM,
+            rc::FIRST_VALUE,
+            rc::LAST_VALUE,
+            rc::INCREASE,
+        ] {
+            fields.push(Field::new(name, DataType::Float64, true));
+        }
+        for name in [rc::COUNT, rc::FIRST_COUNT, rc::LAST_COUNT] {
+            fields.push(Field::new(name, DataType::UInt64, true));
+        }
+        for pair in rc::HISTOGRAMS.chunks(2) {
+            fields.push(Field::new(pair[0], list_of(DataType::Float64), true));
+            fields.push(Field::new(pair[1], list_of(DataType::UInt64), true));
+        }
+        Arc::new(Schema::new(fields))
+    }))
 }
 
 /// One input point.
@@ -376,7 +374,7 @@ fn bucket_start(hour_start: i64, time: i64, width: i64) -> i64 {
 }
 
 impl Fold {
-    pub fn new(hour_start: i64) -> Self {
+    pub(super) fn new(hour_start: i64) -> Self {
         Self {
             hour_start,
             current: None,
@@ -390,13 +388,13 @@ impl Fold {
     }
 
     /// Points folded so far.
-    pub fn points(&self) -> u64 {
+    pub(super) fn points(&self) -> u64 {
         self.points
     }
 
     /// Folds one batch of the scan (columns [`INPUT_COLUMNS`]); rows outside the hour
     /// are skipped. Fails when the input is not sorted by series, then time.
-    pub fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(super) fn push_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let ids: &UInt64Array = column(batch, SERIES_ID)?;
         let types: &Int8Array = column(batch, METRIC_TYPE)?;
         let temporality: &Int8Array = column(batch, AGGREGATION_TEMPORALITY)?;
@@ -478,7 +476,7 @@ impl Fold {
                 (Some(prev), false) => Some(step(prev, &point)),
                 _ => None,
             };
-            let identity = current.identity.clone();
+            let identity = std::sync::Arc::clone(&current.identity);
             self.add(Resolution::Minute, &point, step.as_ref(), &identity);
             self.add(Resolution::Hour, &point, step.as_ref(), &identity);
             self.current.as_mut().expect("set above").prev = Some(point);
@@ -504,7 +502,7 @@ impl Fold {
         };
         if slot.as_ref().is_none_or(|acc| acc.key != key) {
             rows.extend(slot.take());
-            *slot = Some(Acc::new(key, identity.clone(), point.time));
+            *slot = Some(Acc::new(key, std::sync::Arc::clone(identity), point.time));
         }
         slot.as_mut().expect("set above").push(point, step);
     }
@@ -516,12 +514,16 @@ impl Fold {
     }
 
     /// Ends the input: the last series' rows are finished.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         self.end_series();
     }
 
     /// A batch of finished rows: a full one, or with `all` whatever is left.
-    pub fn take_batch(&mut self, resolution: Resolution, all: bool) -> Result<Option<RecordBatch>> {
+    pub(super) fn take_batch(
+        &mut self,
+        resolution: Resolution,
+        all: bool,
+    ) -> Result<Option<RecordBatch>> {
         let rows = match resolution {
             Resolution::Minute => &mut self.rows_1m,
             Resolution::Hour => &mut self.rows_1h,
@@ -631,12 +633,12 @@ fn to_batch(rows: &[Acc]) -> Result<RecordBatch> {
             rc::COUNT => ints(|r| r.count),
             rc::FIRST_COUNT => ints(|r| r.first_count),
             rc::LAST_COUNT => ints(|r| r.last_count),
-            rc::HIST_BOUNDS => hist_b.clone(),
-            rc::HIST_COUNTS => hist_c.clone(),
-            rc::FIRST_HIST_BOUNDS => first_b.clone(),
-            rc::FIRST_HIST_COUNTS => first_c.clone(),
-            rc::LAST_HIST_BOUNDS => last_b.clone(),
-            rc::LAST_HIST_COUNTS => last_c.clone(),
+            rc::HIST_BOUNDS => std::sync::Arc::clone(&hist_b),
+            rc::HIST_COUNTS => std::sync::Arc::clone(&hist_c),
+            rc::FIRST_HIST_BOUNDS => std::sync::Arc::clone(&first_b),
+            rc::FIRST_HIST_COUNTS => std::sync::Arc::clone(&first_c),
+            rc::LAST_HIST_BOUNDS => std::sync::Arc::clone(&last_b),
+            rc::LAST_HIST_COUNTS => std::sync::Arc::clone(&last_c),
             _ => identity(name)?,
         };
         columns.push(array);

@@ -18,7 +18,7 @@ use super::{HOUR_NS, MINUTE_NS, Resolution, files_of};
 use crate::{Error, QueryService, Result};
 
 /// `[start, end)` in ns since 1970.
-pub type Interval = (i64, i64);
+pub(super) type Interval = (i64, i64);
 
 /// The rollup part of a plan.
 #[derive(Debug, Clone, PartialEq)]

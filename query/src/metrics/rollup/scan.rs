@@ -256,7 +256,7 @@ pub(crate) async fn hour_streams(
                 let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
                 let predicate = state
                     .create_physical_expr(conjunction(filters).expect("two filters"), &df_schema)?;
-                let source = ParquetSource::new(schema.clone())
+                let source = ParquetSource::new(std::sync::Arc::clone(&schema))
                     .with_enable_page_index(true)
                     .with_pushdown_filters(true)
                     .with_predicate(predicate);
@@ -274,7 +274,7 @@ pub(crate) async fn hour_streams(
             if live.num_rows() > 0 || inputs.is_empty() {
                 let source = MemorySourceConfig::try_new(
                     &[vec![live]],
-                    schema.clone(),
+                    std::sync::Arc::clone(&schema),
                     Some(projection.clone()),
                 )?
                 .try_with_sort_information(vec![table_ordering])?;
@@ -295,7 +295,7 @@ pub(crate) async fn hour_streams(
                 .await?;
             let partitions = plan.properties().partitioning.partition_count();
             (0..partitions)
-                .map(|p| Ok(plan.execute(p, task.clone())?))
+                .map(|p| Ok(plan.execute(p, std::sync::Arc::clone(&task))?))
                 .collect()
         }
     }

@@ -94,7 +94,7 @@ fn parse_hour_file(name: &str) -> Option<(i64, &str)> {
 
 impl RollupFiles {
     /// Rollups of the storage root `root` (a data directory or a cluster's shared root).
-    pub fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         Self {
             root: root.join("rollups").join(LAYOUT),
         }
@@ -105,7 +105,7 @@ impl RollupFiles {
     }
 
     /// The file of `hour` at `resolution` computed from inputs with `fingerprint`.
-    pub fn path(&self, resolution: Resolution, hour: i64, fingerprint: &str) -> PathBuf {
+    pub(crate) fn path(&self, resolution: Resolution, hour: i64, fingerprint: &str) -> PathBuf {
         let (day, hh) = day_and_hour(hour);
         self.dir(resolution)
             .join(day)
@@ -114,7 +114,11 @@ impl RollupFiles {
 
     /// The current file (newest version) of each hour in `[from, to]` (all when `None`),
     /// by hour. Blocking.
-    pub fn list(&self, resolution: Resolution, hours: Option<(i64, i64)>) -> Vec<RollupFile> {
+    pub(crate) fn list(
+        &self,
+        resolution: Resolution,
+        hours: Option<(i64, i64)>,
+    ) -> Vec<RollupFile> {
         self.versions(resolution, hours)
             .into_values()
             .filter_map(|versions| versions.into_iter().next())
@@ -177,7 +181,7 @@ impl RollupFiles {
     /// Deletes versions replaced more than `grace` before `now` (no query that could
     /// have listed them still runs) and temporaries older than an hour (a crash or an
     /// aborted pass). Blocking.
-    pub fn remove_stale(&self, now: SystemTime, grace: Duration) {
+    pub(crate) fn remove_stale(&self, now: SystemTime, grace: Duration) {
         let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
         for resolution in Resolution::ALL {
             for versions in self.versions(resolution, None).into_values() {
@@ -242,7 +246,7 @@ pub(crate) struct HourWriter {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl HourWriter {
-    pub async fn create(
+    pub(super) async fn create(
         files: &RollupFiles,
         resolution: Resolution,
         hour: i64,
@@ -282,7 +286,7 @@ impl HourWriter {
         })
     }
 
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(super) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
         self.writer
             .write(batch)
@@ -290,12 +294,12 @@ impl HourWriter {
             .map_err(|e| Error::Execution(format!("writing {}: {e}", self.tmp.display())))
     }
 
-    pub fn rows(&self) -> u64 {
+    pub(super) fn rows(&self) -> u64 {
         self.rows
     }
 
     /// Finishes the file, syncs it and renames it into place; its size.
-    pub async fn commit(mut self) -> Result<u64> {
+    pub(super) async fn commit(mut self) -> Result<u64> {
         self.writer
             .finish()
             .await
@@ -326,7 +330,7 @@ impl HourWriter {
     }
 
     /// Drops the temporary file.
-    pub async fn abort(self) {
+    pub(super) async fn abort(self) {
         drop(self.writer);
         let _ = tokio::fs::remove_file(&self.tmp).await;
     }

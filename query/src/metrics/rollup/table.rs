@@ -107,7 +107,7 @@ impl TableProvider for RollupTable {
                 projection.cloned(),
             )?);
         }
-        let mut source = ParquetSource::new(schema.clone())
+        let mut source = ParquetSource::new(std::sync::Arc::clone(&schema))
             .with_enable_page_index(true)
             .with_pushdown_filters(true);
         if let Some(filter) = conjunction(filters.to_vec()) {

@@ -50,7 +50,7 @@ fn open(dir: &Path) -> Arc<Collector> {
 fn service(collector: &Arc<Collector>, enabled: bool) -> QueryService {
     let mut config = QueryConfig::default();
     config.rollups.enabled = enabled;
-    QueryService::new(collector.store().clone(), config).unwrap()
+    QueryService::new(std::sync::Arc::clone(collector.store()), config).unwrap()
 }
 
 /// xorshift: the same data every run.
@@ -744,7 +744,7 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Nothing is closed an hour after the data ends... with a day's delay.
     let mut waiting = QueryConfig::default();
     waiting.rollups.delay_secs = 86_400;
-    let waiting = QueryService::new(collector.store().clone(), waiting).unwrap();
+    let waiting = QueryService::new(std::sync::Arc::clone(collector.store()), waiting).unwrap();
     let stats = run_rollups(&waiting, now()).await.unwrap();
     assert_eq!((stats.closed_hours, stats.hours_written), (0, 0));
     assert!(!dir.path().join("rollups").exists());
@@ -782,7 +782,11 @@ async fn passes_are_idempotent_and_late_points_are_rolled_up_again() {
     // Another query node (or a lost file) computes the same bytes.
     let hour_file = dir.path().join(named("rollups/v1/1h/2023-11-14/23-"));
     std::fs::remove_file(&hour_file).unwrap();
-    let other = QueryService::new(collector.store().clone(), QueryConfig::default()).unwrap();
+    let other = QueryService::new(
+        std::sync::Arc::clone(collector.store()),
+        QueryConfig::default(),
+    )
+    .unwrap();
     let third = run_rollups(&other, now()).await.unwrap();
     assert_eq!(third.hours_written, 1);
     assert_eq!(rollup_files(dir.path()), files);
@@ -844,7 +848,7 @@ async fn disabled_rollups_write_nothing_and_sql_sees_empty_tables() {
     let service = service(&collector, false);
     let stats = run_rollups(&service, now()).await.unwrap();
     assert_eq!(stats.hours_written, 5, "run_rollups itself always runs");
-    let off = QueryService::new(collector.store().clone(), {
+    let off = QueryService::new(std::sync::Arc::clone(collector.store()), {
         let mut c = QueryConfig::default();
         c.rollups.enabled = false;
         c
@@ -912,8 +916,8 @@ mod cluster {
         write(&m1, &data).await;
         m1.flush_all().await.unwrap();
         write(&m2, &data).await;
-        let (a1, s1) = serve(m1.clone()).await;
-        let (a2, s2) = serve(m2.clone()).await;
+        let (a1, s1) = serve(std::sync::Arc::clone(&m1)).await;
+        let (a2, s2) = serve(std::sync::Arc::clone(&m2)).await;
         let members = vec![member("m1", &a1.to_string()), member("m2", &a2.to_string())];
 
         // A member that does not answer: its live rows could be missing, so no hour is
