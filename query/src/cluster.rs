@@ -64,6 +64,7 @@ use weft_collector::cluster::{ClusterView, Member, NODES_DIR};
 use weft_collector::trace_index::TraceIdFilter;
 use weft_schemas::Table;
 
+pub use merge::dedup_scan;
 pub use table::ClusterTable;
 
 use crate::warnings::RequestState;

@@ -151,9 +151,9 @@ pub fn register(ctx: &SessionContext, _service: &QueryService) -> Result<()> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RangeParams {
-    start: Option<String>,
-    end: Option<String>,
+pub(crate) struct RangeParams {
+    pub(crate) start: Option<String>,
+    pub(crate) end: Option<String>,
 }
 
 /// `GET /api/v1/dependencies?start=&end=` (RFC 3339 or unix ns; default the last hour).

@@ -23,8 +23,8 @@
 //! span de-duplication), as with Jaeger's raw traces.
 
 mod model;
-mod v1;
-mod v3;
+pub(crate) mod v1;
+pub(crate) mod v3;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -266,7 +266,7 @@ pub(crate) async fn operation_batch(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LatencyParams {
+pub(crate) struct LatencyParams {
     service: Option<String>,
     operation: Option<String>,
     start: Option<String>,
@@ -277,7 +277,7 @@ struct LatencyParams {
 }
 
 impl LatencyParams {
-    fn parse(self, now_ns: i64) -> Result<LatencyQuery> {
+    pub(crate) fn parse(self, now_ns: i64) -> Result<LatencyQuery> {
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
         let service = non_empty(self.service);
         let operation = non_empty(self.operation);

@@ -30,7 +30,7 @@
 //! on [`search`] and [`trace_spans`].
 
 pub mod attribute;
-mod http;
+pub(crate) mod http;
 pub mod params;
 mod summary;
 mod trace_set;

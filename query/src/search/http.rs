@@ -92,7 +92,7 @@ async fn handle(
     Ok(Json(body))
 }
 
-fn request_from(params: &Params) -> Result<SearchRequest> {
+pub(crate) fn request_from(params: &Params) -> Result<SearchRequest> {
     params.reject_unknown(&PARAMETERS)?;
     let text = |name| params.one(name).map(|v| v.map(str::to_owned));
     let time = |name| params.one(name)?.map(|v| parse_time(name, v)).transpose();
