@@ -1,6 +1,7 @@
-//! Tail-sampling decision records as WAL replay reads them back
+//! Tail-sampling decision records read back from the WAL
 //! (`weft_collector::sampling::tail::decode_decision`, then the kept spans through
-//! `spans::from_otlp`, as `Collector::open` does): never panics, whatever the disk holds.
+//! `spans::from_otlp`, as WAL replay in `Collector::open_with` does): never panics, whatever
+//! the disk holds.
 #![no_main]
 
 use bytes::Bytes;

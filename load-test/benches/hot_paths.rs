@@ -23,13 +23,13 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
+use weft_collector::Store;
 use weft_collector::incidents::Incidents;
 use weft_collector::sampling::HeldSpan;
 use weft_collector::sampling::policy::{NamedPolicy, PolicyConfig, PolicySet, default_policies};
 use weft_collector::store::StoreOptions;
 use weft_collector::telemetry::Telemetry;
 use weft_collector::trace_index::TraceIdFilter;
-use weft_collector::Store;
 use weft_load_test::TraceGenerator;
 use weft_schemas::Table;
 use weft_schemas::parquet_settings::ParquetSettings;
@@ -147,7 +147,11 @@ fn trace_id_filter(c: &mut Criterion) {
         })
         .collect();
     group.bench_function("lookup_100k_present", |b| {
-        b.iter(|| ids.iter().filter(|id| filter.may_contain(id.as_slice())).count())
+        b.iter(|| {
+            ids.iter()
+                .filter(|id| filter.may_contain(id.as_slice()))
+                .count()
+        })
     });
     group.bench_function("lookup_100k_absent", |b| {
         b.iter(|| {

@@ -35,8 +35,7 @@ pub fn parse_search_params(query: &str) -> Result<()> {
 /// `GET /api/v1/dependencies`.
 pub fn parse_graph_params(query: &str) -> Result<()> {
     let range: crate::graph::RangeParams = extract(query)?;
-    crate::graph::params::time_range(range.start.as_deref(), range.end.as_deref(), NOW_NS)
-        .map(drop)
+    crate::graph::params::time_range(range.start.as_deref(), range.end.as_deref(), NOW_NS).map(drop)
 }
 
 /// `GET /api/v1/latency`.
@@ -71,7 +70,9 @@ mod tests {
     #[test]
     fn entry_points_reach_their_parsers() {
         assert!(parse_search_params("service=web&min_duration=10ms").is_ok());
-        let err = parse_search_params("kind=sideways").unwrap_err().to_string();
+        let err = parse_search_params("kind=sideways")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sideways"), "{err}");
         assert!(parse_graph_params("start=2025-12-31T23:00:00Z").is_ok());
         assert!(parse_graph_params("servce=web").is_err());
