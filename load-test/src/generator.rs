@@ -26,7 +26,7 @@ use crate::topology::{
     Action, NUM_SCOPES, SCHEMA_URL, StatusAttr, Tmpl, Topology, kv, kv_int, kv_str,
 };
 
-/// Hard cap on spans in one trace (bounds recursion together with [`MAX_DEPTH`]).
+/// Hard cap on spans in one trace (bounds recursion together with `MAX_DEPTH`).
 pub const MAX_TRACE_SPANS: usize = 256;
 /// Maximum service-call depth below the root.
 const MAX_DEPTH: usize = 10;

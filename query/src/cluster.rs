@@ -64,6 +64,7 @@ use weft_schemas::Table;
 use weft_storage::FileMeta;
 use weft_storage::trace_index::TraceIdFilter;
 
+pub use merge::dedup_scan;
 pub use table::ClusterTable;
 
 use crate::warnings::RequestState;

@@ -139,9 +139,9 @@ pub(crate) async fn compute(session: &dyn Session, range: TimeRange) -> Result<m
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RangeParams {
-    start: Option<String>,
-    end: Option<String>,
+pub(crate) struct RangeParams {
+    pub(crate) start: Option<String>,
+    pub(crate) end: Option<String>,
 }
 
 /// One parent → child service pair of the native API: `call_count` spans of `child` had a

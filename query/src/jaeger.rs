@@ -24,7 +24,7 @@
 
 mod model;
 pub(crate) mod v1;
-mod v3;
+pub(crate) mod v3;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -52,6 +52,7 @@ pub mod bulkhead;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod graph;
 pub mod http;
 pub mod jaeger;

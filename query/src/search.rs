@@ -26,7 +26,7 @@
 //! most candidates, and deep pages (the traces of earlier pages are summarised again, as
 //! their matching spans are newer), cost a grouping scan and summaries of many traces.
 //!
-//! `GET /api/v1/search` (see [`http`]) exposes this; the Jaeger API ([`crate::jaeger`]) builds
+//! `GET /api/v1/search` (see `search/http.rs`) exposes this; the Jaeger API ([`crate::jaeger`]) builds
 //! on [`search`] and [`trace_spans`].
 
 pub mod attribute;
@@ -529,7 +529,7 @@ impl Ranking {
 }
 
 /// Every span of each trace in `ids`: one batch per trace, sorted by start time, in the
-/// order of `ids`. Traces without spans are left out. One query per [`FULL_TRACE_CHUNK`]
+/// order of `ids`. Traces without spans are left out. One query per `FULL_TRACE_CHUNK`
 /// traces rather than one per trace.
 pub async fn trace_spans(
     service: &QueryService,

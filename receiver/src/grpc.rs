@@ -6,7 +6,7 @@
 //! (measured after decompression); the cap is reported as RESOURCE_EXHAUSTED.
 //!
 //! Memory: the request body's bytes are charged to the in-flight budget frame by frame as
-//! they arrive ([`ChargedBody`]), so unfinished messages count too; a stalled stream is cut
+//! they arrive (`ChargedBody`), so unfinished messages count too; a stalled stream is cut
 //! by the listener's body timeouts (DEADLINE_EXCEEDED) and its charge released. The handler
 //! then charges the decompressed message and its decoded size ([`super::admit_decoded`]).
 //!

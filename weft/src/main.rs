@@ -39,6 +39,8 @@ struct Cli {
     command: Command,
 }
 
+// The doc comments are `--help` text, where `<storage>` is a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every role in one process: OTLP receivers, storage, query API and web viewer.

@@ -278,6 +278,36 @@ pub(crate) fn plan(
     )))
 }
 
+/// Benchmark entry point (`load-test/benches/hot_paths.rs`): the duplicate-free scan of
+/// sorted Parquet `files` of `table` (absolute path, size, smallest time value) and unsorted
+/// `live` rows, unfiltered, as a query over a cluster table runs it.
+pub async fn dedup_scan(
+    table: Table,
+    files: Vec<(std::path::PathBuf, u64, i64)>,
+    live: Vec<RecordBatch>,
+) -> DfResult<Vec<RecordBatch>> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let files = files
+        .into_iter()
+        .map(|(path, bytes, min_time_ns)| ScanFile {
+            path,
+            bytes,
+            min_time_ns,
+        })
+        .collect();
+    let input = MergeInput {
+        table,
+        files,
+        live,
+        projection: None,
+        filters: &[],
+        few_traces: false,
+        tuning: Tuning::default(),
+    };
+    let plan = plan(&ctx.state(), input)?;
+    datafusion::physical_plan::collect(plan, ctx.task_ctx()).await
+}
+
 /// `sort_columns` ascending, nulls first (how the flusher's row keys sort), in `schema`.
 fn ordering(schema: &SchemaRef, sort_columns: &[&str]) -> DfResult<LexOrdering> {
     let exprs = sort_columns

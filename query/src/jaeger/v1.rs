@@ -269,7 +269,7 @@ fn jaeger_trace(spans: &arrow::array::RecordBatch) -> Result<model::Trace> {
 }
 
 /// The search a v1 query string asks for; `None` when its tags contradict each other.
-fn search_request(params: &Params, now_ns: i64) -> Result<Option<SearchRequest>> {
+pub(crate) fn search_request(params: &Params, now_ns: i64) -> Result<Option<SearchRequest>> {
     let service = params
         .one("service")?
         .ok_or_else(|| Error::BadRequest("parameter 'service' is required".into()))?;

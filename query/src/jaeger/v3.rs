@@ -126,7 +126,7 @@ fn result(resource_spans: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans
 }
 
 /// The search a v3 query string asks for; `None` when its attributes contradict each other.
-fn search_request(params: &Params) -> Result<Option<SearchRequest>> {
+pub(crate) fn search_request(params: &Params) -> Result<Option<SearchRequest>> {
     let text = |names: &[&str]| -> Result<Option<String>> {
         Ok(params.first_of(names)?.map(|(_, value)| value.to_owned()))
     };

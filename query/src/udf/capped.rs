@@ -140,7 +140,7 @@ fn bound_of(name: &str) -> Option<Bound> {
     })
 }
 
-/// Analyzer rule: every call of a function with a [`Bound`], and `||` on strings, goes
+/// Analyzer rule: every call of a function with a `Bound`, and `||` on strings, goes
 /// through a [`Capped`] wrapper. Runs after type coercion, on every plan (SQL and the
 /// DataFrame plans of search, graph and metrics), subqueries included.
 #[derive(Debug)]
