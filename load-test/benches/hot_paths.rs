@@ -23,17 +23,17 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use weft_collector::Store;
-use weft_collector::incidents::Incidents;
-use weft_collector::sampling::HeldSpan;
-use weft_collector::sampling::policy::{NamedPolicy, PolicyConfig, PolicySet, default_policies};
-use weft_collector::store::StoreOptions;
-use weft_collector::telemetry::Telemetry;
-use weft_collector::trace_index::TraceIdFilter;
 use weft_load_test::TraceGenerator;
+use weft_sampling::HeldSpan;
+use weft_sampling::policy::{NamedPolicy, PolicyConfig, PolicySet, default_policies};
 use weft_schemas::Table;
 use weft_schemas::parquet_settings::ParquetSettings;
 use weft_schemas::sampling::Randomness;
+use weft_storage::Store;
+use weft_storage::incidents::Incidents;
+use weft_storage::store::StoreOptions;
+use weft_storage::trace_index::TraceIdFilter;
+use weft_telemetry::Telemetry;
 
 const SEED: u64 = 15;
 const SERVICES: usize = 20;
