@@ -41,9 +41,9 @@ pub const DURATION_FORMS: &str = "a duration such as 250ms, 1.5s, 5m or 1h30m (u
 /// answers 400 with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    #[error("{name}={value:?} is not a time: expected {INSTANT_FORMS}")]
+    #[error("{name}: {value:?} is not a time: expected {INSTANT_FORMS}")]
     Instant { name: String, value: String },
-    #[error("{name}={value:?} is not a duration: expected {DURATION_FORMS}")]
+    #[error("{name}: {value:?} is not a duration: expected {DURATION_FORMS}")]
     Duration { name: String, value: String },
     #[error("{name}={value:?} must be a positive duration such as 30s, 5m or 250ms")]
     NotPositive { name: String, value: String },
