@@ -54,7 +54,7 @@ fn instants_are_rfc3339_or_unix_time() {
         let err = parse_instant("start", bad).unwrap_err();
         assert!(matches!(err, ParamError::Instant { .. }), "{bad}: {err}");
         let message = err.to_string();
-        assert!(message.starts_with("start="), "{message}");
+        assert!(message.starts_with("start: "), "{message}");
         assert!(message.contains("RFC 3339"), "{message}");
     }
 }
