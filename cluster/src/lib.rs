@@ -33,7 +33,13 @@ pub use error::{Error, Result};
 /// Directory under the shared storage root holding one sub-directory per collector node.
 pub const NODES_DIR: &str = "nodes";
 
-/// Where collector `node_id` keeps its manifest and Parquet files under the shared root.
+/// `nodes/<id>`: where collector `<id>` keeps its files and manifests in `storage.url`.
+pub fn node_prefix(node_id: &str) -> String {
+    format!("{NODES_DIR}/{node_id}")
+}
+
+/// Where collector `node_id` keeps its WAL (and, on the default local storage, its manifests
+/// and Parquet files) under the cluster's storage root.
 pub fn node_data_dir(storage: &Path, node_id: &str) -> PathBuf {
     storage.join(NODES_DIR).join(node_id)
 }

@@ -75,6 +75,13 @@ pub struct CollectorOptions {
     /// spooled batch may arrive much later.
     pub time_window: bool,
     pub telemetry: Arc<Telemetry>,
+    /// Where Parquet files and manifests go (`storage.url`); `None`: the data directory.
+    pub objects: Option<Arc<weft_storage::ObjectStorage>>,
+    /// This node's prefix in `objects` (`nodes/<id>` in a cluster, `""` for `weft up`).
+    pub objects_prefix: String,
+    /// `storage.retention` and `storage.delete_grace_secs`; `None`: data is kept forever
+    /// (embedders and tests that replay fixed historical times).
+    pub retention: Option<(weft_storage::RetentionConfig, Duration)>,
 }
 
 impl Default for CollectorOptions {
@@ -87,6 +94,9 @@ impl Default for CollectorOptions {
             // turns it on.
             time_window: false,
             telemetry: Telemetry::new(),
+            objects: None,
+            objects_prefix: String::new(),
+            retention: None,
         }
     }
 }
@@ -106,6 +116,9 @@ pub struct Collector {
     inflight: Arc<Semaphore>,
     /// Wakes the flusher early (buffer over its flush size, or admission refused).
     flush_now: Arc<Notify>,
+    /// How long each table is kept and the grace before dropped files are deleted
+    /// (reloadable); `None`: forever.
+    retention: parking_lot::Mutex<Option<(weft_storage::RetentionConfig, Duration)>>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -160,6 +173,8 @@ impl Collector {
                 row_source: Some(Arc::new(WalRows {
                     dir: wal_dir.clone(),
                 })),
+                objects: options.objects,
+                prefix: options.objects_prefix,
             },
         )?);
         let mut replayed = 0u64;
@@ -220,6 +235,7 @@ impl Collector {
                 .min(Semaphore::MAX_PERMITS),
         ));
         let time_window = options.time_window.then(|| config.receiver.time_window());
+        let retention = options.retention;
         let collector = Arc::new(Self {
             config,
             store,
@@ -232,7 +248,9 @@ impl Collector {
             time_window,
             inflight,
             flush_now: Arc::new(Notify::new()),
+            retention: parking_lot::Mutex::new(retention),
         });
+        tokio::spawn(retention_loop(Arc::downgrade(&collector)));
         tokio::spawn(flush_loop(
             Arc::downgrade(&collector),
             std::sync::Arc::clone(&collector.flush_now),
@@ -252,6 +270,19 @@ impl Collector {
             limiter.reload(&sampling.metrics).map_err(Error::Config)?;
         }
         Ok(())
+    }
+
+    /// Applies a new `storage.retention` (and grace); the next pass uses it.
+    pub fn reload_retention(&self, retention: &weft_storage::RetentionConfig, grace: Duration) {
+        let mut current = self.retention.lock();
+        if let Some(current) = current.as_mut() {
+            *current = (retention.clone(), grace);
+        }
+    }
+
+    /// The retention this node applies (`None`: keeps everything).
+    pub fn retention(&self) -> Option<(weft_storage::RetentionConfig, Duration)> {
+        self.retention.lock().clone()
     }
 
     /// This node's own metrics (served at `/metrics`).
@@ -666,6 +697,47 @@ fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
             &weft_schemas::prometheus::WriteRequest::decode(payload.clone())?,
         ),
     })
+}
+
+/// Drops partitions past their age (`storage.retention`) and deletes dropped files once
+/// their grace is over; stops with the collector.
+async fn retention_loop(collector: std::sync::Weak<Collector>) {
+    loop {
+        let wait = {
+            let Some(c) = collector.upgrade() else { return };
+            let Some((retention, grace)) = c.retention() else {
+                return;
+            };
+            for table in Table::ALL {
+                let Some(keep) = retention.keep(table) else {
+                    continue;
+                };
+                let store = std::sync::Arc::clone(&c.store);
+                let now = std::time::SystemTime::now();
+                match tokio::task::spawn_blocking(move || {
+                    store.apply_retention(table, keep, now, grace)
+                })
+                .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(table = table.name(), error = %e, "retention pass failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "retention task failed"),
+                }
+            }
+            let store = std::sync::Arc::clone(&c.store);
+            match tokio::task::spawn_blocking(move || store.delete_due()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "deleting dropped files failed; retried next pass")
+                }
+                Err(e) => tracing::error!(error = %e, "deletion task failed"),
+            }
+            Duration::from_secs(retention.check_interval_secs.max(1))
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Flushes a table when its live data is big or old enough; stops with the collector.

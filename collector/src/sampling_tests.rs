@@ -54,6 +54,7 @@ fn open(dir: &std::path::Path, sampling: SamplingConfig) -> Arc<Collector> {
             metrics_limits: true,
             time_window: false,
             telemetry: Telemetry::new(),
+            ..CollectorOptions::default()
         },
     )
     .unwrap()

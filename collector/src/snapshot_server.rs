@@ -136,15 +136,19 @@ mod tests {
         assert!(decode(Table::Spans, &bytes[..bytes.len() - 9]).is_err());
 
         // The manifest reader sees the same committed files, read-only.
-        let committed = weft_storage::store::read_committed_files(dir.path()).unwrap();
+        let objects = weft_storage::ObjectStorage::local(dir.path()).unwrap();
+        let committed = weft_storage::store::read_committed_files(&objects, "").unwrap();
         assert_eq!(committed[&Table::Spans].len(), 1);
         assert_eq!(committed[&Table::Spans][0].path, all.header.files[0].path);
         assert!(committed[&Table::Metrics].is_empty());
         let empty = tempfile::tempdir().unwrap();
         assert!(
-            weft_storage::store::read_committed_files(empty.path())
-                .unwrap()
-                .is_empty()
+            weft_storage::store::read_committed_files(
+                &weft_storage::ObjectStorage::local(empty.path()).unwrap(),
+                ""
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 }

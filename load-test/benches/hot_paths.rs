@@ -62,6 +62,8 @@ fn open_store(dir: &Path) -> Store {
         incidents: Arc::new(Incidents::open(dir).expect("incidents file")),
         telemetry: Telemetry::new(),
         row_source: None,
+        objects: None,
+        prefix: String::new(),
     };
     Store::open(dir, options).expect("open store")
 }

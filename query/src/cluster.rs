@@ -7,8 +7,8 @@
 //!     │  before membership notices), concurrently, each with a deadline:
 //!     │    GET http://<node>/internal/v1/snapshot?table=&trace_id=&min_time_ns=&max_time_ns=
 //!     │    answered ─> its file list + its live rows, one consistent snapshot
-//!     │    no answer ─> warning "collector c2 did not answer (…)", its manifest.json instead
-//!     ├─ directories under <storage>/nodes/ of nodes no longer members ─> their manifest.json
+//!     │    no answer ─> warning "collector c2 did not answer (…)", its newest manifest
+//!     ├─ prefixes under <storage.url>/nodes/ of nodes no longer members ─> their manifests
 //!     └─ trace_id = X: keep files whose trace-id filter (<file>.tids, cached) may hold X
 //!  ─> table::ClusterTable: files + live rows by hour (and trace-id range) ─> merge::DedupMergeExec
 //!       per unit: Parquet files (one per stream, sorted) + sorted live rows
@@ -53,16 +53,17 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use weft_cluster::snapshot::{self, Snapshot, SnapshotRequest};
-use weft_cluster::{ClusterView, Member, NODES_DIR};
+use weft_cluster::{ClusterView, Member, NODES_DIR, node_prefix};
 use weft_schemas::Table;
-use weft_storage::FileMeta;
+use weft_storage::store::CommittedFiles;
 use weft_storage::trace_index::TraceIdFilter;
+use weft_storage::{FileMeta, ObjectStorage};
 
 pub use merge::dedup_scan;
 pub use table::ClusterTable;
@@ -73,53 +74,26 @@ use crate::{Error, Result};
 /// Where the tables of a cluster come from: shared storage plus the collectors named by
 /// membership. One per `weft query` process; see the module docs.
 pub struct ClusterSource {
-    storage_root: PathBuf,
+    objects: Arc<ObjectStorage>,
+    /// Local directory of this query node (rollup files).
+    local_root: PathBuf,
     view: watch::Receiver<Arc<ClusterView>>,
     fanout_timeout: Duration,
     client: reqwest::Client,
-    /// Trace-id filters of span files read from storage, by absolute path (files never
+    /// Trace-id filters of span files read from storage, by object key (files never
     /// change once committed). `None`: no filter could be read or built; always scanned.
-    filters: Mutex<HashMap<PathBuf, Option<Arc<TraceIdFilter>>>>,
-    /// Parsed manifests of node directories, reused while the file is unchanged.
-    manifests: Mutex<HashMap<PathBuf, CachedManifest>>,
+    filters: Mutex<HashMap<String, Option<Arc<TraceIdFilter>>>>,
+    /// The newest manifest read of each node prefix; replaced when a newer one is listed.
+    manifests: Mutex<HashMap<String, CommittedFiles>>,
     tuning: merge::Tuning,
 }
 
 impl std::fmt::Debug for ClusterSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterSource")
-            .field("storage_root", &self.storage_root)
+            .field("objects", &self.objects)
             .field("fanout_timeout", &self.fanout_timeout)
             .finish()
-    }
-}
-
-#[derive(Clone)]
-struct CachedManifest {
-    stamp: FileStamp,
-    tables: Arc<HashMap<Table, Vec<FileMeta>>>,
-}
-
-/// What identifies one version of a manifest: it is replaced by a rename, so a new version
-/// is a new inode (and usually a new size and modification time).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Self {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            inode,
-        }
     }
 }
 
@@ -127,18 +101,37 @@ impl FileStamp {
 #[derive(Debug)]
 pub(crate) struct NodeData {
     pub node_id: String,
-    /// `<storage>/nodes/<node_id>`: file paths are relative to it.
-    pub dir: PathBuf,
+    /// `nodes/<node_id>` in the storage: file paths are relative to it.
+    pub prefix: String,
     pub files: Vec<FileMeta>,
     /// Rows not yet flushed (empty for nodes read from storage).
     pub live: Vec<RecordBatch>,
 }
 
 impl ClusterSource {
-    /// Reads `<storage_root>/nodes/*` and asks the collectors in `view` for their unflushed
-    /// rows, waiting at most `fanout_timeout` for each (`[cluster] fanout_timeout_ms`).
+    /// Reads the node directories under `<storage_root>/nodes/` on local (or network) disk;
+    /// see [`ClusterSource::with_objects`].
     pub fn new(
         storage_root: PathBuf,
+        view: watch::Receiver<Arc<ClusterView>>,
+        fanout_timeout: Duration,
+    ) -> Result<Self> {
+        let objects =
+            ObjectStorage::local(&storage_root).map_err(|e| Error::Execution(e.to_string()))?;
+        Ok(Self::with_objects(
+            objects,
+            storage_root,
+            view,
+            fanout_timeout,
+        ))
+    }
+
+    /// Reads `nodes/*` of `objects` and asks the collectors in `view` for their unflushed
+    /// rows, waiting at most `fanout_timeout` for each (`[cluster] fanout_timeout_ms`).
+    /// `local_root` is this node's own directory (rollups).
+    pub fn with_objects(
+        objects: Arc<ObjectStorage>,
+        local_root: PathBuf,
         view: watch::Receiver<Arc<ClusterView>>,
         fanout_timeout: Duration,
     ) -> Self {
@@ -152,7 +145,8 @@ impl ClusterSource {
             // loaded; this client has neither (plain HTTP, the system resolver).
             .expect("a plain-HTTP client always builds");
         Self {
-            storage_root,
+            objects,
+            local_root,
             view,
             fanout_timeout,
             client,
@@ -174,8 +168,14 @@ impl ClusterSource {
         self.tuning
     }
 
-    pub fn storage_root(&self) -> &Path {
-        &self.storage_root
+    /// This query node's own directory (rollup files).
+    pub fn local_root(&self) -> &Path {
+        &self.local_root
+    }
+
+    /// Where the collectors' files and manifests are.
+    pub fn objects(&self) -> &Arc<ObjectStorage> {
+        &self.objects
     }
 
     pub fn fanout_timeout(&self) -> Duration {
@@ -194,12 +194,11 @@ impl ClusterSource {
             .members
             .iter()
             .partition(|m| !state.is_unreachable(&m.node_id));
-        let listing = {
-            let root = self.storage_root.join(NODES_DIR);
-            tokio::task::spawn_blocking(move || node_directories(&root))
-        };
-        let answers =
-            futures::future::join_all(asked.iter().map(|member| self.ask(member, request))).await;
+        let (listing, answers) = futures::future::join(
+            node_prefixes(self.objects.store().as_ref()),
+            futures::future::join_all(asked.iter().map(|member| self.ask(member, request))),
+        )
+        .await;
 
         let mut nodes = Vec::new();
         let mut from_storage: Vec<String> = skipped.iter().map(|m| m.node_id.clone()).collect();
@@ -207,7 +206,7 @@ impl ClusterSource {
             match answer {
                 Ok(snapshot) => nodes.push(NodeData {
                     node_id: member.node_id.clone(),
-                    dir: self.node_dir(&member.node_id),
+                    prefix: node_prefix(&member.node_id),
                     files: snapshot.header.files,
                     live: snapshot.live,
                 }),
@@ -226,9 +225,8 @@ impl ClusterSource {
                 }
             }
         }
-        let directories = listing
-            .await
-            .map_err(|e| Error::Execution(format!("listing node directories: {e}")))?;
+        let directories =
+            listing.map_err(|e| Error::Execution(format!("listing node directories: {e}")))?;
         if view.members.is_empty() && !directories.is_empty() {
             // Membership has not found anyone yet (or lost everyone): every directory looks
             // like a removed node, but its owner may well be running with unflushed rows.
@@ -245,8 +243,8 @@ impl ClusterSource {
         );
 
         for node_id in from_storage {
-            let dir = self.node_dir(&node_id);
-            match self.committed_files(&dir).await {
+            let prefix = node_prefix(&node_id);
+            match self.committed_files(&prefix).await {
                 Ok(tables) => {
                     let files = tables
                         .get(&request.table)
@@ -257,7 +255,7 @@ impl ClusterSource {
                         .collect();
                     nodes.push(NodeData {
                         node_id,
-                        dir,
+                        prefix,
                         files,
                         live: Vec::new(),
                     });
@@ -282,10 +280,6 @@ impl ClusterSource {
         }
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(nodes)
-    }
-
-    fn node_dir(&self, node_id: &str) -> PathBuf {
-        weft_cluster::node_data_dir(&self.storage_root, node_id)
     }
 
     /// One collector's snapshot, within the deadline.
@@ -329,95 +323,88 @@ impl ClusterSource {
         }
     }
 
-    /// The committed files of a node directory, from its manifest (cached while unchanged).
-    async fn committed_files(&self, dir: &Path) -> Result<Arc<HashMap<Table, Vec<FileMeta>>>> {
-        let manifest = dir.join("manifest.json");
-        let stamp = match tokio::fs::metadata(&manifest).await {
-            Ok(metadata) => Some(FileStamp::of(&metadata)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::Execution(format!("{}: {e}", manifest.display()))),
-        };
-        let Some(stamp) = stamp else {
-            return Ok(Arc::new(HashMap::new()));
-        };
-        if let Some(cached) = self.manifests.lock().get(dir)
-            && cached.stamp == stamp
-        {
-            return Ok(std::sync::Arc::clone(&cached.tables));
+    /// The committed files of a node prefix, from its newest manifest: one LIST of the
+    /// manifests newer than the one already read, so a reader is never staler than its
+    /// previous scan.
+    async fn committed_files(&self, prefix: &str) -> Result<Arc<HashMap<Table, Vec<FileMeta>>>> {
+        let known = self.manifests.lock().get(prefix).cloned();
+        let store = self.objects.store();
+        let mut newer =
+            weft_storage::store::read_newer_manifest(store.as_ref(), prefix, known.as_ref()).await;
+        if newer.is_err() {
+            // A manifest deleted between the LIST and the GET: two commits went by; the
+            // second listing finds the newest.
+            newer =
+                weft_storage::store::read_newer_manifest(store.as_ref(), prefix, known.as_ref())
+                    .await;
         }
-        let read_dir = dir.to_path_buf();
-        let tables = tokio::task::spawn_blocking(move || {
-            weft_storage::store::read_committed_files(&read_dir)
-        })
-        .await
-        .map_err(|e| Error::Execution(format!("manifest task: {e}")))?
-        .map_err(|e| Error::Execution(e.to_string()))?;
-        let tables = Arc::new(tables);
-        self.manifests.lock().insert(
-            dir.to_path_buf(),
-            CachedManifest {
-                stamp,
-                tables: std::sync::Arc::clone(&tables),
-            },
-        );
-        Ok(tables)
+        match newer.map_err(|e| Error::Execution(e.to_string()))? {
+            Some(read) => {
+                let tables = Arc::clone(&read.tables);
+                self.manifests.lock().insert(prefix.to_owned(), read);
+                Ok(tables)
+            }
+            None => Ok(known.map(|k| k.tables).unwrap_or_default()),
+        }
     }
 
-    /// The trace-id filters of span files (absolute paths), read or rebuilt once per file.
+    /// The trace-id filters of span files (object keys), read or rebuilt once per file.
     pub(crate) async fn trace_filters(
         &self,
-        paths: &[PathBuf],
+        keys: &[String],
     ) -> Result<Vec<Option<Arc<TraceIdFilter>>>> {
-        let missing: Vec<PathBuf> = {
+        let missing: Vec<String> = {
             let cache = self.filters.lock();
-            paths
-                .iter()
-                .filter(|p| !cache.contains_key(*p))
+            keys.iter()
+                .filter(|k| !cache.contains_key(*k))
                 .cloned()
                 .collect()
         };
         if !missing.is_empty() {
-            let loaded = tokio::task::spawn_blocking(move || {
-                missing
-                    .into_iter()
-                    .map(|path| {
-                        // Another node's file: read, never moved; unreadable means always
-                        // scanned (the owning collector quarantines it on its next start).
-                        let filter = match TraceIdFilter::load_or_rebuild(&path) {
-                            Ok(filter) => Some(Arc::new(filter)),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "no trace id filter");
-                                None
-                            }
-                        };
-                        (path, filter)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| Error::Execution(format!("trace id filter task: {e}")))?;
+            let store = self.objects.store();
+            let loaded = futures::future::join_all(missing.into_iter().map(|key| async move {
+                // Another node's file: read, never written; unreadable means always
+                // scanned (the owning collector quarantines it on its next start).
+                let filter = match object_store::path::Path::parse(&key) {
+                    Ok(path) => match TraceIdFilter::load(store.as_ref(), &path).await {
+                        Ok(filter) => Some(Arc::new(filter)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no trace id filter");
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                };
+                (key, filter)
+            }))
+            .await;
             self.filters.lock().extend(loaded);
         }
         let cache = self.filters.lock();
-        Ok(paths
+        Ok(keys
             .iter()
-            .map(|p| cache.get(p).cloned().flatten())
+            .map(|k| cache.get(k).cloned().flatten())
             .collect())
     }
 }
 
-/// Names of the node directories under `<storage>/nodes` (none if it does not exist yet).
-fn node_directories(root: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
+/// Names of the node prefixes under `nodes/` (none if there is none yet).
+async fn node_prefixes(store: &dyn object_store::ObjectStore) -> Result<Vec<String>> {
+    let listed = store
+        .list_with_delimiter(Some(&object_store::path::Path::from(NODES_DIR)))
+        .await;
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(Error::Execution(e.to_string())),
     };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().into_string().ok())
+    let mut names: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
         .collect();
     names.sort();
-    names
+    Ok(names)
 }
 
 /// A manifest path must stay inside its node directory.

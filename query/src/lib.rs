@@ -149,6 +149,11 @@ impl QueryService {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
+        let objects = match &source {
+            DataSource::Local(store) => store.objects(),
+            DataSource::Cluster(cluster) => cluster.objects(),
+        };
+        provider::register_storage(&base_runtime, Arc::clone(objects.store()))?;
         let bulkhead = Bulkhead::new(&config)?;
         Ok(Self {
             source,

@@ -24,7 +24,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::catalog::TableProvider;
-use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::common::{DFSchema, DataFusionError, Result as DfResult};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -112,7 +112,6 @@ impl TableProvider for WeftTable {
         };
         if !files.is_empty() {
             self.request.note_scanned(&self.store, self.table, &files);
-            let data_dir = &self.store.data_dir();
             let mut source = ParquetSource::new(std::sync::Arc::clone(&schema))
                 .with_enable_page_index(true)
                 .with_bloom_filter_on_read(true)
@@ -124,15 +123,20 @@ impl TableProvider for WeftTable {
             }
             let files = files
                 .iter()
-                .map(|f| partitioned_file(data_dir, &f.path, f.bytes))
+                .map(|f| {
+                    let key = self
+                        .store
+                        .object_key(&f.path)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    Ok(stored_file(key.as_ref(), f.bytes))
+                })
                 .collect::<DfResult<Vec<_>>>()?;
             let groups = split_into_groups(files, state.config().target_partitions());
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups)
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            let config = FileScanConfigBuilder::new(storage_url()?, Arc::new(source))
+                .with_file_groups(groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !snapshot.live.is_empty() || inputs.is_empty() {
@@ -178,8 +182,26 @@ pub(crate) fn wanted_trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
     })
 }
 
-fn partitioned_file(data_dir: &Path, relative: &str, size: u64) -> DfResult<PartitionedFile> {
-    partitioned_file_at(&data_dir.join(relative), size)
+/// Where DataFusion finds Weft's storage: the [`weft_storage::ObjectStorage`] of the
+/// process (local disk or an object store) is registered under this URL.
+pub(crate) const STORAGE_URL: &str = "weft://storage";
+
+pub(crate) fn storage_url() -> DfResult<ObjectStoreUrl> {
+    ObjectStoreUrl::parse(STORAGE_URL)
+}
+
+/// Makes `store` the storage that [`STORAGE_URL`] names in sessions over `runtime`.
+pub(crate) fn register_storage(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    store: Arc<dyn object_store::ObjectStore>,
+) -> DfResult<()> {
+    runtime.register_object_store(storage_url()?.as_ref(), store);
+    Ok(())
+}
+
+/// A stored file (object key, size) as DataFusion's scans name it.
+pub(crate) fn stored_file(key: &str, size: u64) -> PartitionedFile {
+    PartitionedFile::new(key.to_owned(), size)
 }
 
 /// A file of the local file system (`absolute` path) as DataFusion's scans name it.
@@ -305,7 +327,7 @@ mod tests {
         assert_eq!(files_scanned(&collector, first).await, 1);
         let file = &collector.snapshot(Table::Spans).files[0];
         assert!(file.trace_ids.as_ref().unwrap().may_contain(&[0x11; 16]));
-        let sidecar = weft_storage::trace_index::sidecar_path(&dir.path().join(&file.path));
+        let sidecar = dir.path().join(file.path.replace(".parquet", ".tids"));
         let written = std::fs::read(&sidecar).unwrap();
         std::fs::write(&sidecar, &written[..written.len() / 2]).unwrap();
         drop(collector);

@@ -84,7 +84,9 @@ impl From<weft_storage::Error> for Error {
         match e {
             weft_storage::Error::Wal(message) => Self::Wal(message),
             weft_storage::Error::ShuttingDown => Self::ShuttingDown,
-            weft_storage::Error::Storage(message) => Self::Storage(message),
+            weft_storage::Error::Storage(message) | weft_storage::Error::Config(message) => {
+                Self::Storage(message)
+            }
         }
     }
 }

@@ -10,6 +10,9 @@ pub enum Error {
     ShuttingDown,
     #[error("storage error: {0}")]
     Storage(String),
+    /// `[storage]` settings that cannot work (a bad URL, an unknown scheme).
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

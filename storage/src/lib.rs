@@ -25,10 +25,12 @@
 pub mod config;
 pub mod error;
 pub mod incidents;
+pub mod object;
 pub mod store;
 pub mod trace_index;
 pub mod wal;
 
 pub use config::{SyncPolicy, WalConfig};
 pub use error::{Error, Result};
+pub use object::{ObjectStorage, RetentionConfig, StorageConfig};
 pub use store::{FileMeta, FlushStats, RowSource, Store, StoreOptions, TableSnapshot, WalRecords};

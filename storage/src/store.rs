@@ -6,7 +6,8 @@
 //!  flusher: snapshot live rows (seq <= S) ------------+
 //!     sort (hour, table sort key) -> gather rows in chunks -> Parquet files (fsync)
 //!                                      span files: + <file>.tids trace id filter (fsync)
-//!     manifest.json.tmp (files + flushed_through = S) -> fsync -> rename   <- commit point
+//!     manifests/<version + 1>.json (files + flushed_through = S), created only if absent
+//!                                                                    <- commit point
 //!     drop live rows with seq <= S; WAL segments <= min(flushed_through) can go
 //!
 //!  queries: snapshot(table) = (committed files, live batches) taken under one lock,
@@ -16,14 +17,22 @@
 //! The manifest is the catalog: only files it lists exist for queries. A crash between
 //! writing files and committing the manifest leaves orphans, deleted on the next start,
 //! and the WAL still holds their rows, so nothing is lost and nothing is stored twice.
+//!
+//! Files and manifests live in an [`ObjectStorage`] (local disk or an object store) under
+//! this node's prefix (`""` for `weft up`, `nodes/<id>` in a cluster); no other node writes
+//! there. A commit creates the next numbered manifest with a create-if-absent write (S3
+//! `If-None-Match: *`, a hard link on local disk), so it is atomic, readers see whole
+//! versions only, and a second process committing as the same node fails instead of
+//! overwriting: the store then refuses to flush (the WAL keeps the rows) and says why.
+//! The two newest versions are kept (a reader may have just listed the older one). Data
+//! directories written before versioned manifests hold one `manifest.json`; it is read when
+//! no numbered version exists and removed after the first commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
@@ -35,13 +44,19 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::Table;
 use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
 
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+
 use crate::error::{Error, Result};
 use crate::incidents::{IncidentKind, Incidents};
-use crate::trace_index::{TraceIdFilter, sidecar_path};
-use crate::wal::sync_dir;
+use crate::object::{self, ObjectStorage};
+use crate::trace_index::{TraceIdFilter, sidecar_key};
 use weft_telemetry::Telemetry;
 
-const MANIFEST_FILE: &str = "manifest.json";
+/// The one manifest of data directories written before manifests were numbered.
+const LEGACY_MANIFEST: &str = "manifest.json";
+/// Numbered manifests: `manifests/<version, 20 digits>.json`, so keys sort by version.
+const MANIFESTS_DIR: &str = "manifests";
 /// Where unreadable Parquet files go, under the data directory (same relative path).
 pub const QUARANTINE_DIR: &str = "quarantine";
 const MANIFEST_VERSION: u32 = 1;
@@ -131,7 +146,13 @@ struct State {
 
 /// The collector's storage: see the module docs.
 pub struct Store {
+    /// Local directory of this node (WAL, incidents); files are in `objects`.
     data_dir: PathBuf,
+    objects: Arc<ObjectStorage>,
+    /// This node's prefix in `objects` (`""` or `nodes/<id>`); manifest paths are below it.
+    prefix: String,
+    /// Version of the newest committed manifest (0: none yet). Changed under `flush_lock`.
+    manifest_version: Mutex<ManifestVersion>,
     tenant: String,
     parquet: ParquetSettings,
     max_file_rows: usize,
@@ -152,6 +173,26 @@ pub struct Store {
     /// Quarantined files whose rows could not be rebuilt: a later rebuild of the same flush
     /// and hour must restore them too.
     unrebuilt: Mutex<Vec<(Table, FileMeta)>>,
+    /// Objects no manifest lists any more, deleted once their grace period is over.
+    doomed: Mutex<Vec<(Instant, ObjectPath)>>,
+}
+
+/// What one retention pass dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionStats {
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Hour partitions dropped, as `spans/tenant=…/date=…/hour=…`.
+    pub partitions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ManifestVersion {
+    version: u64,
+    /// The store was opened from a `manifest.json` of an older release: removed after the
+    /// first numbered commit.
+    legacy: bool,
 }
 
 /// What a rebuild restored.
@@ -175,6 +216,10 @@ pub struct StoreOptions {
     pub telemetry: Arc<Telemetry>,
     /// Rebuilds quarantined files from the WAL when set.
     pub row_source: Option<Arc<dyn RowSource>>,
+    /// Where files and manifests go; `None`: the data directory itself (local disk).
+    pub objects: Option<Arc<ObjectStorage>>,
+    /// This node's prefix in `objects` (`nodes/<id>` in a cluster, `""` for one node).
+    pub prefix: String,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -183,6 +228,8 @@ impl std::fmt::Debug for StoreOptions {
             .field("tenant", &self.tenant)
             .field("max_file_rows", &self.max_file_rows)
             .field("rebuilds", &self.row_source.is_some())
+            .field("objects", &self.objects)
+            .field("prefix", &self.prefix)
             .finish()
     }
 }
@@ -191,33 +238,34 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("data_dir", &self.data_dir)
+            .field("objects", &self.objects)
+            .field("prefix", &self.prefix)
             .finish()
     }
 }
 
 impl Store {
-    /// Opens the store in `data_dir`: loads the manifest and deletes files it does not list.
-    /// A listed file that is missing, has another size than when it was written, or (span
-    /// files) cannot be read to rebuild its trace-ID filter is quarantined.
+    /// Opens the store of `data_dir`: loads the newest manifest and deletes files it does
+    /// not list. A listed file that is missing, has another size than when it was written,
+    /// or (span files) cannot be read to rebuild its trace-ID filter is quarantined.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Self> {
-        fs::create_dir_all(data_dir).map_err(|e| storage_err("create data dir", data_dir, e))?;
-        let manifest_path = data_dir.join(MANIFEST_FILE);
-        let manifest: Manifest = match fs::read(&manifest_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Storage(format!("corrupt manifest {}: {e}", manifest_path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest {
-                version: MANIFEST_VERSION,
-                tables: BTreeMap::new(),
-            },
-            Err(e) => return Err(storage_err("read manifest", &manifest_path, e)),
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| Error::Storage(format!("create data dir {}: {e}", data_dir.display())))?;
+        let objects = match options.objects {
+            Some(objects) => objects,
+            None => ObjectStorage::local(data_dir)?,
         };
-        if manifest.version != MANIFEST_VERSION {
-            return Err(Error::Storage(format!(
-                "manifest version {} is not supported (expected {MANIFEST_VERSION})",
-                manifest.version
-            )));
-        }
+        let prefix = options.prefix.trim_matches('/').to_owned();
+        let (version, manifest) = match load_manifest(&objects, &prefix)? {
+            Some(found) => found,
+            None => (
+                ManifestVersion::default(),
+                Manifest {
+                    version: MANIFEST_VERSION,
+                    tables: BTreeMap::new(),
+                },
+            ),
+        };
         let mut tables = HashMap::new();
         let mut damaged = Vec::new();
         for table in Table::ALL {
@@ -226,23 +274,23 @@ impl Store {
                 .get(table.name())
                 .cloned()
                 .unwrap_or_default();
-            remove_orphans(data_dir, table, &committed.files)?;
+            let sizes = remove_orphans(&objects, &prefix, table, &committed.files)?;
             let mut files = Vec::with_capacity(committed.files.len());
             for mut file in committed.files {
-                let path = data_dir.join(&file.path);
-                let checked = match fs::metadata(&path) {
-                    Ok(m) if m.len() == file.bytes => Ok(()),
-                    Ok(m) => Err(format!(
-                        "{} bytes on disk, {} when it was written",
-                        m.len(),
+                let key = object::key(&prefix, &file.path)?;
+                let checked = match sizes.get(key.as_ref()) {
+                    Some(&size) if size == file.bytes => Ok(()),
+                    Some(&size) => Err(format!(
+                        "{size} bytes stored, {} when it was written",
                         file.bytes
                     )),
-                    Err(e) => Err(format!("cannot stat it: {e}")),
+                    None => Err("it is missing from storage".to_owned()),
                 }
                 .and_then(|()| {
                     if table == Table::Spans {
                         file.trace_ids = Some(Arc::new(
-                            TraceIdFilter::load_or_rebuild(&path).map_err(|e| e.to_string())?,
+                            TraceIdFilter::load_or_rebuild(&objects, &key)
+                                .map_err(|e| e.to_string())?,
                         ));
                     }
                     Ok(())
@@ -263,6 +311,9 @@ impl Store {
         }
         let store = Self {
             data_dir: data_dir.to_path_buf(),
+            objects,
+            prefix,
+            manifest_version: Mutex::new(version),
             tenant: options.tenant,
             parquet: options.parquet,
             max_file_rows: options.max_file_rows.max(1),
@@ -278,11 +329,27 @@ impl Store {
             verified: Mutex::new(Default::default()),
             row_source: options.row_source,
             unrebuilt: Mutex::new(Vec::new()),
+            doomed: Mutex::new(Vec::new()),
         };
         for (table, path, reason) in damaged {
             store.quarantine(table, &path, &reason)?;
         }
         Ok(store)
+    }
+
+    /// The object key of a manifest path (relative to this node's prefix).
+    pub fn object_key(&self, relative: &str) -> Result<ObjectPath> {
+        object::key(&self.prefix, relative)
+    }
+
+    /// Where this store's files and manifests are.
+    pub fn objects(&self) -> &Arc<ObjectStorage> {
+        &self.objects
+    }
+
+    /// This node's prefix in [`Store::objects`].
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Moves a committed file that cannot be read (and its trace-ID filter) to
@@ -300,25 +367,15 @@ impl Store {
         else {
             return Ok(false);
         };
-        let from = self.data_dir.join(relative);
-        let to = self.data_dir.join(QUARANTINE_DIR).join(relative);
-        if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir).map_err(|e| storage_err("create", dir, e))?;
-        }
+        let from = self.object_key(relative)?;
+        let to = self.object_key(&format!("{QUARANTINE_DIR}/{relative}"))?;
         // Moved first, then dropped from the manifest: a crash in between leaves a listed
         // file that is missing, which the next start quarantines (nothing is deleted).
         for (from, to) in [
             (from.clone(), to.clone()),
-            (sidecar_path(&from), sidecar_path(&to)),
+            (sidecar_key(&from), sidecar_key(&to)),
         ] {
-            match fs::rename(&from, &to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(storage_err("quarantine", &from, e)),
-            }
-        }
-        for dir in [from.parent(), to.parent()].into_iter().flatten() {
-            sync_dir(dir).map_err(|e| storage_err("sync", dir, e))?;
+            self.objects.rename(&from, &to)?;
         }
         let manifest = {
             let state = self.state.lock();
@@ -345,8 +402,8 @@ impl Store {
         );
         tracing::error!(
             table = table.name(),
-            file = %from.display(),
-            quarantined = %to.display(),
+            file = %from,
+            quarantined = %to,
             rows = meta.rows,
             reason,
             "unreadable parquet file moved to quarantine"
@@ -389,12 +446,12 @@ impl Store {
             "unreadable {} file {relative} ({} rows) moved to {}: {reason}; {outcome}",
             table.name(),
             meta.rows,
-            to.display()
+            self.display_key(&to)
         );
         let details = serde_json::json!({
             "table": table.name(),
             "file": relative,
-            "quarantined": to.display().to_string(),
+            "quarantined": self.display_key(&to),
             "rows": meta.rows,
             "min_time_ns": meta.min_time_ns,
             "max_time_ns": meta.max_time_ns,
@@ -525,9 +582,13 @@ impl Store {
     /// row count. Blocking. `Err` describes why the file cannot be used.
     pub fn verify_file(&self, file: &FileMeta) -> std::result::Result<(), String> {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        let path = self.data_dir.join(&file.path);
-        let handle = File::open(&path).map_err(|e| format!("open: {e}"))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
+        let key = self.object_key(&file.path).map_err(|e| e.to_string())?;
+        let bytes = self
+            .objects
+            .get(&key)
+            .map_err(|e| format!("read: {e}"))?
+            .ok_or("it is missing from storage")?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.build())
             .map_err(|e| format!("footer: {e}"))?;
         let mut rows = 0u64;
@@ -649,6 +710,129 @@ impl Store {
         (t.live_bytes, t.oldest_live.map(|i| i.elapsed()))
     }
 
+    /// Drops every partition of `table` whose whole hour is older than `now - keep`: one
+    /// manifest commit removes their files, and the objects are deleted `grace` later (see
+    /// [`Store::delete_due`]), so a query that listed them just before still reads them.
+    pub fn apply_retention(
+        &self,
+        table: Table,
+        keep: Duration,
+        now: SystemTime,
+        grace: Duration,
+    ) -> Result<RetentionStats> {
+        let now_ns = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let keep_ns = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
+        let horizon_ns = now_ns.saturating_sub(keep_ns);
+        // A file holds one hour (partitions are by the hour of the time column).
+        let expired = |f: &FileMeta| {
+            let hour = f.min_time_ns.div_euclid(NANOS_PER_HOUR);
+            hour.saturating_add(1).saturating_mul(NANOS_PER_HOUR) <= horizon_ns
+        };
+        let _one_manifest_writer = self.flush_lock.lock();
+        let dropped: Vec<Arc<FileMeta>> = self.state.lock().tables[&table]
+            .files
+            .iter()
+            .filter(|f| expired(f))
+            .cloned()
+            .collect();
+        if dropped.is_empty() {
+            return Ok(RetentionStats::default());
+        }
+        let gone: std::collections::HashSet<&str> =
+            dropped.iter().map(|f| f.path.as_str()).collect();
+        let manifest = {
+            let state = self.state.lock();
+            self.manifest_of(&state, |t, files| {
+                if t == table {
+                    files.retain(|f| !gone.contains(f.path.as_str()));
+                }
+            })
+        };
+        self.commit_manifest(&manifest)?;
+        self.state
+            .lock()
+            .tables
+            .get_mut(&table)
+            .expect("every table has state")
+            .files
+            .retain(|f| !gone.contains(f.path.as_str()));
+        let due = Instant::now() + grace;
+        let mut stats = RetentionStats::default();
+        {
+            let mut doomed = self.doomed.lock();
+            for file in &dropped {
+                let key = self.object_key(&file.path)?;
+                doomed.push((due, sidecar_key(&key)));
+                doomed.push((due, key));
+                stats.files += 1;
+                stats.rows += file.rows;
+                stats.bytes += file.bytes;
+                let partition = partition_dir(&file.path).to_owned();
+                if !stats.partitions.contains(&partition) {
+                    stats.partitions.push(partition);
+                }
+            }
+        }
+        stats.partitions.sort();
+        for (name, help, value) in [
+            (
+                "weft_retention_dropped_files_total",
+                "Parquet files dropped by retention (whole hour partitions past their age).",
+                stats.files as f64,
+            ),
+            (
+                "weft_retention_dropped_rows_total",
+                "Rows dropped by retention.",
+                stats.rows as f64,
+            ),
+        ] {
+            self.telemetry
+                .add(name, help, &[("table", table.name())], value);
+        }
+        tracing::info!(
+            table = table.name(),
+            files = stats.files,
+            rows = stats.rows,
+            partitions = ?stats.partitions,
+            "retention dropped partitions past their age"
+        );
+        Ok(stats)
+    }
+
+    /// Deletes the objects of dropped files whose grace period is over. Returns how many.
+    pub fn delete_due(&self) -> Result<usize> {
+        let now = Instant::now();
+        let due: Vec<ObjectPath> = {
+            let mut doomed = self.doomed.lock();
+            let (due, later): (Vec<_>, Vec<_>) = doomed.drain(..).partition(|(at, _)| *at <= now);
+            *doomed = later;
+            due.into_iter().map(|(_, key)| key).collect()
+        };
+        for (i, key) in due.iter().enumerate() {
+            if let Err(e) = self.objects.delete(key) {
+                // Kept for the next pass; a restart removes them as unlisted files anyway.
+                let mut doomed = self.doomed.lock();
+                doomed.extend(due[i..].iter().map(|k| (now, k.clone())));
+                return Err(e);
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Committed files, rows and bytes of `table`, and the oldest hour it holds (ns).
+    pub fn table_stats(&self, table: Table) -> (usize, u64, u64, Option<i64>) {
+        let state = self.state.lock();
+        let files = &state.tables[&table].files;
+        (
+            files.len(),
+            files.iter().map(|f| f.rows).sum(),
+            files.iter().map(|f| f.bytes).sum(),
+            files.iter().map(|f| f.min_time_ns).min(),
+        )
+    }
+
     /// Every WAL record `<=` the returned sequence number is in Parquet files.
     pub fn flushed_through_all(&self) -> u64 {
         let state = self.state.lock();
@@ -740,17 +924,22 @@ impl Store {
         let order = sorted_order(table, batches)?;
         let batch_refs: Vec<&RecordBatch> = batches.iter().collect();
         let mut files = Vec::new();
-        let mut dirs_to_sync = Vec::new();
         for (hour, rows) in order.hour_ranges() {
             for file_rows in rows.chunks(self.max_file_rows) {
                 let relative = partition_path(table, &self.tenant, hour);
-                let dir = self.data_dir.join(&relative);
-                fs::create_dir_all(&dir).map_err(|e| storage_err("create", &dir, e))?;
                 let name = format!("{}.parquet", uuid::Uuid::new_v4().simple());
-                let path = dir.join(&name);
-                let written = write_parquet(&path, table, &batch_refs, file_rows, &self.parquet)?;
+                let path = format!("{relative}/{name}");
+                let key = self.object_key(&path)?;
+                let written = write_parquet(
+                    &self.objects,
+                    &key,
+                    table,
+                    &batch_refs,
+                    file_rows,
+                    &self.parquet,
+                )?;
                 files.push(FileMeta {
-                    path: format!("{relative}/{name}"),
+                    path,
                     tenant: self.tenant.clone(),
                     rows: file_rows.len() as u64,
                     bytes: written.bytes,
@@ -759,68 +948,175 @@ impl Store {
                     trace_ids: written.trace_ids.map(Arc::new),
                     wal_records: None,
                 });
-                if !dirs_to_sync.contains(&dir) {
-                    dirs_to_sync.push(dir);
-                }
-            }
-        }
-        for dir in dirs_to_sync {
-            // New partition directories must survive a crash too: sync up to the data dir.
-            let mut current = Some(dir.as_path());
-            while let Some(d) = current {
-                sync_dir(d).map_err(|e| storage_err("sync", d, e))?;
-                if d == self.data_dir {
-                    break;
-                }
-                current = d.parent();
             }
         }
         Ok(files)
     }
 
+    /// Commits `manifest` as the next numbered version. Caller holds `flush_lock`.
     fn commit_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let path = self.data_dir.join(MANIFEST_FILE);
-        let tmp = self.data_dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let mut current = self.manifest_version.lock();
+        let next = current.version + 1;
         let bytes = serde_json::to_vec(manifest)
             .map_err(|e| Error::Storage(format!("encode manifest: {e}")))?;
-        let mut file = File::create(&tmp).map_err(|e| storage_err("create", &tmp, e))?;
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| storage_err("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| storage_err("rename", &tmp, e))?;
-        sync_dir(&self.data_dir).map_err(|e| storage_err("sync", &self.data_dir, e))
+        let key = manifest_key(&self.prefix, next)?;
+        if !self.objects.create(&key, Bytes::from(bytes))? {
+            // Only this process writes under this prefix, so someone else is committing as
+            // this node (a second process with the same node id, or a copied data dir).
+            return Err(Error::Storage(format!(
+                "manifest {} already exists: another process is writing as this node \
+                 (same node id or data directory); refusing to overwrite its commits",
+                self.display_key(&key)
+            )));
+        }
+        let previous = *current;
+        *current = ManifestVersion {
+            version: next,
+            legacy: false,
+        };
+        drop(current);
+        // Readers may have just listed version next - 1: it stays; older ones go.
+        if next > 2 {
+            let stale = manifest_key(&self.prefix, next - 2)?;
+            if let Err(e) = self.objects.delete(&stale) {
+                tracing::warn!(manifest = %stale, error = %e, "cannot delete an old manifest");
+            }
+        }
+        if previous.legacy {
+            self.objects
+                .delete(&object::key(&self.prefix, LEGACY_MANIFEST)?)?;
+        }
+        Ok(())
+    }
+
+    /// `key` as operators find it: a local path, or the storage URL and the key.
+    fn display_key(&self, key: &ObjectPath) -> String {
+        match self.objects.local_path(key) {
+            Some(path) => path.display().to_string(),
+            None => format!("{}/{key}", self.objects.url().trim_end_matches('/')),
+        }
     }
 }
 
-/// The committed files of every table as `<data_dir>/manifest.json` lists them, read without
-/// opening the store: nothing is written or deleted (no orphan clean-up) and no trace-ID
-/// filters are loaded (`trace_ids` is `None`). For readers of another node's directory on
-/// shared storage (the query service of a cluster); the manifest is replaced by an atomic
-/// rename, so a read sees one whole commit. A missing manifest means no files yet.
-pub fn read_committed_files(data_dir: &Path) -> Result<HashMap<Table, Vec<FileMeta>>> {
-    let manifest_path = data_dir.join(MANIFEST_FILE);
-    let manifest: Manifest = match fs::read(&manifest_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Storage(format!("corrupt manifest {}: {e}", manifest_path.display()))
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(storage_err("read manifest", &manifest_path, e)),
+/// The key of manifest `version` below `prefix`.
+fn manifest_key(prefix: &str, version: u64) -> Result<ObjectPath> {
+    object::key(prefix, &format!("{MANIFESTS_DIR}/{version:020}.json"))
+}
+
+/// The newest manifest below `prefix` and its version, `None` when there is none yet.
+fn load_manifest(
+    objects: &ObjectStorage,
+    prefix: &str,
+) -> Result<Option<(ManifestVersion, Manifest)>> {
+    let newest = objects
+        .list(&object::key(prefix, MANIFESTS_DIR)?)?
+        .into_iter()
+        .filter_map(|meta| manifest_version_of(&meta.location).map(|v| (v, meta.location)))
+        .max();
+    let (version, key) = match newest {
+        Some((version, key)) => (
+            ManifestVersion {
+                version,
+                legacy: false,
+            },
+            key,
+        ),
+        None => (
+            ManifestVersion {
+                version: 0,
+                legacy: true,
+            },
+            object::key(prefix, LEGACY_MANIFEST)?,
+        ),
     };
+    let Some(bytes) = objects.get(&key)? else {
+        return Ok(None);
+    };
+    Ok(Some((version, parse_manifest(&key, &bytes)?)))
+}
+
+/// The version a key `.../manifests/<version>.json` names.
+fn manifest_version_of(key: &ObjectPath) -> Option<u64> {
+    key.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+fn parse_manifest(key: &ObjectPath, bytes: &[u8]) -> Result<Manifest> {
+    let manifest: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Storage(format!("corrupt manifest {key}: {e}")))?;
     if manifest.version != MANIFEST_VERSION {
         return Err(Error::Storage(format!(
-            "manifest {} has version {} (expected {MANIFEST_VERSION})",
-            manifest_path.display(),
+            "manifest {key} has version {} (expected {MANIFEST_VERSION})",
             manifest.version
         )));
     }
+    Ok(manifest)
+}
+
+fn tables_of(manifest: Manifest) -> HashMap<Table, Vec<FileMeta>> {
     let mut tables = manifest.tables;
-    Ok(Table::ALL
+    Table::ALL
         .into_iter()
         .map(|table| {
             let files = tables.remove(table.name()).unwrap_or_default().files;
             (table, files)
         })
-        .collect())
+        .collect()
+}
+
+/// The committed files of every table as the newest manifest below `prefix` lists them,
+/// read without opening the store: nothing is written or deleted and no trace-ID filters
+/// are loaded (`trace_ids` is `None`). No manifest yet means no files.
+pub fn read_committed_files(
+    objects: &ObjectStorage,
+    prefix: &str,
+) -> Result<HashMap<Table, Vec<FileMeta>>> {
+    Ok(load_manifest(objects, prefix)?
+        .map(|(_, manifest)| tables_of(manifest))
+        .unwrap_or_default())
+}
+
+/// One node's committed files as a reader last saw them (see [`read_newer_manifest`]).
+#[derive(Debug, Clone)]
+pub struct CommittedFiles {
+    /// The manifest read; `None`: an older release's `manifest.json`, or no manifest.
+    pub manifest: Option<ObjectPath>,
+    pub tables: Arc<HashMap<Table, Vec<FileMeta>>>,
+}
+
+/// For readers of other nodes' data (the query service): the committed files below
+/// `prefix`, or `None` when `known` is still the newest manifest. One LIST request (of the
+/// keys after `known`) and, when there is a newer manifest, one GET.
+pub async fn read_newer_manifest(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+    known: Option<&CommittedFiles>,
+) -> Result<Option<CommittedFiles>> {
+    let dir = object::key(prefix, MANIFESTS_DIR)?;
+    let after = known.and_then(|k| k.manifest.as_ref());
+    let newest = object::list(store, &dir, after)
+        .await?
+        .into_iter()
+        .filter_map(|meta| manifest_version_of(&meta.location).map(|v| (v, meta.location)))
+        .max();
+    let numbered = newest.is_some();
+    let key = match newest {
+        Some((_, key)) => key,
+        // Nothing newer than a numbered manifest already read.
+        None if after.is_some() => return Ok(None),
+        None => object::key(prefix, LEGACY_MANIFEST)?,
+    };
+    let tables = match object::get(store, &key).await? {
+        Some(bytes) => tables_of(parse_manifest(&key, &bytes)?),
+        // Deleted between the LIST and the GET (two newer commits): the caller asks again.
+        None if numbered => {
+            return Err(Error::Storage(format!("manifest {key} vanished; retry")));
+        }
+        None => HashMap::new(),
+    };
+    Ok(Some(CommittedFiles {
+        manifest: numbered.then_some(key),
+        tables: Arc::new(tables),
+    }))
 }
 
 /// How many of `live` (whole WAL records, in sequence order) one flush takes: as many as fit
@@ -873,10 +1169,6 @@ fn rows_in_hour(
         .map(|t| Some(t.div_euclid(NANOS_PER_HOUR) == hour))
         .collect();
     arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
-}
-
-fn storage_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Storage(format!("{what} {}: {e}", path.display()))
 }
 
 /// `spans/tenant=default/date=2026-11-24/hour=13`
@@ -975,20 +1267,22 @@ struct Written {
     trace_ids: Option<TraceIdFilter>,
 }
 
+/// Writes the Parquet file (and, for spans, its trace-ID filter) at `key`. The file is
+/// encoded in memory and written with one request: a flush's files are bounded by
+/// `max_file_rows` and by the live buffer they come from, compressed.
 fn write_parquet(
-    path: &Path,
+    objects: &ObjectStorage,
+    key: &ObjectPath,
     table: Table,
     batches: &[&RecordBatch],
     rows: &[(usize, usize)],
     settings: &ParquetSettings,
 ) -> Result<Written> {
-    let parquet_err = |e: parquet::errors::ParquetError| {
-        Error::Storage(format!("parquet {}: {e}", path.display()))
-    };
-    let file = File::create(path).map_err(|e| storage_err("create", path, e))?;
+    let parquet_err =
+        |e: parquet::errors::ParquetError| Error::Storage(format!("parquet {key}: {e}"));
     let props = writer_properties(table, settings, rows.len() as u64);
     let mut writer =
-        ArrowWriter::try_new(file, table.schema(), Some(props)).map_err(parquet_err)?;
+        ArrowWriter::try_new(Vec::new(), table.schema(), Some(props)).map_err(parquet_err)?;
     let mut min_time_ns = i64::MAX;
     let mut max_time_ns = i64::MIN;
     // Span rows arrive sorted by trace id, so distinct ids are runs of equal neighbours.
@@ -1008,23 +1302,16 @@ fn write_parquet(
         }
         writer.write(&batch).map_err(parquet_err)?;
     }
-    let file = writer.into_inner().map_err(parquet_err)?;
-    file.sync_all().map_err(|e| storage_err("sync", path, e))?;
+    let encoded = Bytes::from(writer.into_inner().map_err(parquet_err)?);
+    let bytes = encoded.len() as u64;
+    objects.put(key, encoded)?;
     let trace_ids = if table == Table::Spans {
         let filter = TraceIdFilter::build(trace_ids.len(), trace_ids.iter().map(|id| &id[..]));
-        let sidecar = sidecar_path(path);
-        let mut out = File::create(&sidecar).map_err(|e| storage_err("create", &sidecar, e))?;
-        out.write_all(&filter.to_bytes())
-            .and_then(|_| out.sync_all())
-            .map_err(|e| storage_err("write", &sidecar, e))?;
+        objects.put(&sidecar_key(key), Bytes::from(filter.to_bytes()))?;
         Some(filter)
     } else {
         None
     };
-    let bytes = file
-        .metadata()
-        .map_err(|e| storage_err("stat", path, e))?
-        .len();
     Ok(Written {
         bytes,
         min_time_ns,
@@ -1050,33 +1337,38 @@ fn collect_distinct_trace_ids(batch: &RecordBatch, into: &mut Vec<[u8; 16]>) -> 
 }
 
 /// Deletes Parquet files of `table` that the manifest does not list (crash leftovers), and
-/// trace id filters whose Parquet file is not listed.
-fn remove_orphans(data_dir: &Path, table: Table, committed: &[FileMeta]) -> Result<()> {
-    let root = data_dir.join(table.name());
-    if !root.exists() {
-        return Ok(());
-    }
-    let keep: std::collections::HashSet<PathBuf> =
-        committed.iter().map(|f| data_dir.join(&f.path)).collect();
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| storage_err("list", &dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| storage_err("list", &dir, e))?;
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") && !keep.contains(&path) {
-                tracing::info!(file = %path.display(), "removing parquet file not in the manifest");
-                fs::remove_file(&path).map_err(|e| storage_err("remove", &path, e))?;
-            } else if path.extension().is_some_and(|e| e == "tids")
-                && !keep.contains(&path.with_extension("parquet"))
-            {
-                fs::remove_file(&path).map_err(|e| storage_err("remove", &path, e))?;
+/// trace id filters whose Parquet file is not listed. Returns the size of every object kept,
+/// by key, so that the caller checks the listed files without asking again.
+fn remove_orphans(
+    objects: &ObjectStorage,
+    prefix: &str,
+    table: Table,
+    committed: &[FileMeta],
+) -> Result<HashMap<String, u64>> {
+    let keep: std::collections::HashSet<String> = committed
+        .iter()
+        .map(|f| object::key(prefix, &f.path).map(|k| k.to_string()))
+        .collect::<Result<_>>()?;
+    let mut sizes = HashMap::new();
+    for meta in objects.list(&object::key(prefix, table.name())?)? {
+        let key = meta.location.to_string();
+        let orphan = match meta.location.extension() {
+            Some("parquet") => !keep.contains(&key),
+            Some("tids") => {
+                let parquet = format!("{}.parquet", key.trim_end_matches(".tids"));
+                !keep.contains(&parquet)
             }
+            // Temporary files of the local backend, anything else: not ours to judge.
+            _ => false,
+        };
+        if orphan {
+            tracing::info!(file = %meta.location, "removing a file that no manifest lists");
+            objects.delete(&meta.location)?;
+        } else {
+            sizes.insert(key, meta.size);
         }
     }
-    Ok(())
+    Ok(sizes)
 }
 
 #[cfg(test)]
@@ -1097,6 +1389,8 @@ mod tests {
             incidents: Arc::new(Incidents::open(dir).unwrap()),
             telemetry: Telemetry::new(),
             row_source: None,
+            objects: None,
+            prefix: String::new(),
         }
     }
 
@@ -1287,5 +1581,52 @@ mod tests {
             "{}",
             incident.message
         );
+    }
+
+    #[test]
+    fn retention_drops_whole_expired_hours_and_deletes_them_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
+        store.apply_durable(vec![record(1, &[490_000, 490_001, 490_001, 490_005])]);
+        store.flush(Table::Spans).unwrap();
+        let before = store.snapshot(Table::Spans).files;
+        assert_eq!(before.len(), 3);
+        // Keep 4 h at 490_006:30: the horizon is 490_002:30, so hours 490_000 and 490_001
+        // are wholly past it and 490_005 is not.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(490_006 * 3600 + 1800);
+        let keep = Duration::from_secs(4 * 3600);
+        let stats = store
+            .apply_retention(Table::Spans, keep, now, Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!((stats.files, stats.rows, stats.partitions.len()), (2, 3, 2));
+        let after = store.snapshot(Table::Spans).files;
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].min_time_ns.div_euclid(NANOS_PER_HOUR), 490_005);
+        // A query that listed the files before still reads every one during the grace.
+        for file in &before {
+            store.verify_file(file).unwrap();
+        }
+        assert_eq!(store.delete_due().unwrap(), 0, "nothing is due yet");
+        assert_eq!(
+            store
+                .apply_retention(Table::Spans, keep, now, Duration::ZERO)
+                .unwrap(),
+            RetentionStats::default(),
+            "a second pass finds nothing more"
+        );
+
+        // With no grace the last hour goes at once: file and trace-id filter.
+        let later = now + Duration::from_secs(10 * 3600);
+        let stats = store
+            .apply_retention(Table::Spans, keep, later, Duration::ZERO)
+            .unwrap();
+        assert_eq!(stats.files, 1);
+        assert_eq!(store.delete_due().unwrap(), 2);
+        assert!(!dir.path().join(&after[0].path).exists());
+        drop(store);
+        // The commit holds across a restart: nothing comes back, flush marks stay.
+        let store = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
+        assert!(store.snapshot(Table::Spans).files.is_empty());
+        assert!(store.is_flushed(Table::Spans, 1));
     }
 }

@@ -2,8 +2,8 @@
 //! memory and written beside the file as `<file>.tids`.
 //!
 //! ```text
-//!  flush: sorted trace ids of the file ─> distinct ─> TraceIdFilter ─> <file>.tids (fsync)
-//!  open:  manifest files ─> read <file>.tids (missing or corrupt: no filter, file always read)
+//!  flush: sorted trace ids of the file ─> distinct ─> TraceIdFilter ─> <file>.tids (durable)
+//!  open:  manifest files ─> read <file>.tids (missing or corrupt: rebuilt from the file)
 //!  query: trace_id = X / IN (...) ─> files whose filter may hold X ─> Parquet scan
 //! ```
 //!
@@ -13,7 +13,12 @@
 //! (12.5 MB for 10 million traces) and answer without any I/O, so a lookup opens only the
 //! file(s) that hold the trace (plus ~1% false positives).
 
-use std::path::Path;
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::{Path as ObjectPath, PathPart};
+
+use crate::error::{Error, Result};
+use crate::object::ObjectStorage;
 
 /// Bits per distinct trace id: ~1% false positives with 8 probes per block.
 const BITS_PER_KEY: usize = 10;
@@ -108,39 +113,66 @@ impl TraceIdFilter {
         Some(Self { blocks })
     }
 
-    /// Reads the filter written beside `parquet_path`, or, when it is missing or damaged
-    /// (files written before filters existed, a crash while writing one), rebuilds it from
-    /// the file's `trace_id` column and writes it again. An error means the Parquet file
-    /// itself could not be read: the caller quarantines it.
-    pub fn load_or_rebuild(parquet_path: &Path) -> crate::error::Result<Self> {
-        let sidecar = sidecar_path(parquet_path);
-        if let Some(filter) = std::fs::read(&sidecar)
+    /// Reads the filter written beside the Parquet file `parquet`, or, when it is missing or
+    /// damaged (files written before filters existed, a crash while writing one), rebuilds
+    /// it from the file's `trace_id` column and writes it again. For the node that owns the
+    /// file. An error means the Parquet file itself could not be read: the caller
+    /// quarantines it.
+    pub fn load_or_rebuild(objects: &ObjectStorage, parquet: &ObjectPath) -> Result<Self> {
+        let sidecar = sidecar_key(parquet);
+        if let Some(filter) = objects
+            .get(&sidecar)
             .ok()
+            .flatten()
             .and_then(|bytes| Self::from_bytes(&bytes))
         {
             return Ok(filter);
         }
-        let filter = Self::from_parquet(parquet_path).map_err(|e| {
-            crate::error::Error::Storage(format!(
-                "cannot read {} to build its trace id filter: {e}",
-                parquet_path.display()
+        let bytes = objects.get(parquet)?.ok_or_else(|| {
+            Error::Storage(format!(
+                "cannot build the trace id filter of {parquet}: missing"
             ))
         })?;
-        if let Err(e) = std::fs::write(&sidecar, filter.to_bytes()) {
-            tracing::warn!(file = %sidecar.display(), error = %e, "cannot write trace id filter");
+        let filter = Self::from_parquet(bytes).map_err(|e| {
+            Error::Storage(format!(
+                "cannot read {parquet} to build its trace id filter: {e}"
+            ))
+        })?;
+        if let Err(e) = objects.put(&sidecar, Bytes::from(filter.to_bytes())) {
+            tracing::warn!(file = %sidecar, error = %e, "cannot write trace id filter");
         }
         Ok(filter)
     }
 
-    /// Builds the filter from a span file's `trace_id` column (sorted, so distinct ids are
-    /// runs of equal neighbours).
-    pub fn from_parquet(parquet_path: &Path) -> Result<Self, String> {
+    /// [`TraceIdFilter::load_or_rebuild`] for readers of another node's files: async, and
+    /// never writes (a rebuilt filter is only returned).
+    pub async fn load(store: &dyn ObjectStore, parquet: &ObjectPath) -> Result<Self> {
+        if let Some(filter) = crate::object::get(store, &sidecar_key(parquet))
+            .await?
+            .and_then(|bytes| Self::from_bytes(&bytes))
+        {
+            return Ok(filter);
+        }
+        let bytes = crate::object::get(store, parquet).await?.ok_or_else(|| {
+            Error::Storage(format!(
+                "cannot build the trace id filter of {parquet}: missing"
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || Self::from_parquet(bytes))
+            .await
+            .map_err(|e| Error::Storage(format!("trace id filter task: {e}")))?
+            .map_err(|e| Error::Storage(format!("cannot read {parquet}: {e}")))
+    }
+
+    /// Builds the filter from the bytes of a span file, from its `trace_id` column (sorted,
+    /// so distinct ids are runs of equal neighbours).
+    pub fn from_parquet(parquet: Bytes) -> Result<Self, String> {
         use arrow::array::{Array, AsArray};
         use parquet::arrow::ProjectionMask;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-        let file = std::fs::File::open(parquet_path).map_err(|e| e.to_string())?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(parquet).map_err(|e| e.to_string())?;
         let index = builder
             .schema()
             .index_of(weft_schemas::columns::TRACE_ID)
@@ -176,8 +208,17 @@ impl std::fmt::Debug for TraceIdFilter {
 }
 
 /// `<file>.parquet` -> `<file>.tids`.
-pub fn sidecar_path(parquet_path: &Path) -> std::path::PathBuf {
-    parquet_path.with_extension("tids")
+pub fn sidecar_key(parquet: &ObjectPath) -> ObjectPath {
+    let mut parts: Vec<PathPart<'static>> = parquet
+        .parts()
+        .map(|p| PathPart::from(p.as_ref().to_owned()))
+        .collect();
+    if let Some(last) = parts.pop() {
+        let name = last.as_ref();
+        let stem = name.strip_suffix(".parquet").unwrap_or(name);
+        parts.push(PathPart::from(format!("{stem}.tids")));
+    }
+    ObjectPath::from_iter(parts)
 }
 
 /// Trace ids are random in principle but not always in practice (tests, some SDKs, 64-bit

@@ -36,6 +36,9 @@ pub(crate) struct WeftConfig {
     /// Head sampling (where spans enter: `weft up`, `weft ingest`), tail sampling (where
     /// traces are stored: `weft up`, `weft collector`), metrics limits. Reloaded on SIGHUP.
     pub sampling: SamplingConfig,
+    /// Where Parquet files, trace-ID filters and manifests live (`storage.url`): local disk
+    /// by default, or an S3-compatible, GCS or Azure bucket. WALs are always local.
+    pub storage: weft_storage::StorageConfig,
 }
 
 /// Where the configuration came from, so SIGHUP can read it again the same way.

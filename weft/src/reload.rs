@@ -1,17 +1,17 @@
-//! SIGHUP reloads `[sampling]` without a restart.
+//! SIGHUP reloads `[sampling]` and `[storage.retention]` without a restart.
 //!
 //! ```text
 //!  SIGHUP ─> ConfigSource::reload() (file, WEFT_* variables, flags: as at start)
-//!         ─> validate ─> apply to the role's samplers (and metrics limiter)
+//!         ─> validate ─> apply to the role's samplers (and metrics limiter) and, on
+//!            collectors, the retention (storage.retention, storage.delete_grace_secs)
 //!         ─> weft_config_reloads_total{result="ok"|"error"}; an error keeps the old settings
 //! ```
 //!
-//! Only `[sampling]` is applied; other sections need a restart (listeners, storage and
+//! Only those are applied; other sections need a restart (listeners, storage location and
 //! cluster settings are bound at start), and a reload that changes them says so in the log.
 
 use std::sync::Arc;
 
-use weft_sampling::SamplingConfig;
 use weft_telemetry::Telemetry;
 
 use crate::config::{ConfigSource, WeftConfig};
@@ -19,11 +19,12 @@ use crate::config::{ConfigSource, WeftConfig};
 const RELOADS: &str = "weft_config_reloads_total";
 const RELOADS_HELP: &str = "Configuration reloads (SIGHUP), by result.";
 
-/// Applies `[sampling]` on every SIGHUP, for as long as the process runs.
+/// Applies the reloadable sections (see the module docs) of the configuration read again on
+/// every SIGHUP, for as long as the process runs.
 pub(crate) fn spawn(
     running: WeftConfig,
     telemetry: Arc<Telemetry>,
-    apply: impl Fn(&SamplingConfig) -> Result<(), String> + Send + 'static,
+    apply: impl Fn(&WeftConfig) -> Result<(), String> + Send + 'static,
 ) {
     tokio::spawn(async move {
         let mut hangups =
@@ -38,19 +39,25 @@ pub(crate) fn spawn(
         while hangups.recv().await.is_some() {
             let result = ConfigSource::reload()
                 .map_err(|e| format!("{e:#}"))
-                .and_then(|new| apply(&new.sampling).map(|()| new));
+                .and_then(|new| apply(&new).map(|()| new));
             match result {
                 Ok(new) => {
                     let mut others = new.clone();
                     others.sampling = running.sampling.clone();
+                    others.storage.retention = running.storage.retention.clone();
+                    others.storage.delete_grace_secs = running.storage.delete_grace_secs;
                     if others != running {
                         tracing::warn!(
-                            "configuration reloaded: [sampling] applied; other changed sections need a restart"
+                            "configuration reloaded: [sampling] and [storage.retention] applied; other changed sections need a restart"
                         );
                     } else {
-                        tracing::info!("configuration reloaded: [sampling] applied");
+                        tracing::info!(
+                            "configuration reloaded: [sampling] and [storage.retention] applied"
+                        );
                     }
                     running.sampling = new.sampling;
+                    running.storage.retention = new.storage.retention;
+                    running.storage.delete_grace_secs = new.storage.delete_grace_secs;
                     telemetry.add(RELOADS, RELOADS_HELP, &[("result", "ok")], 1.0);
                 }
                 Err(e) => {

@@ -55,7 +55,10 @@ pub(crate) async fn collector(config: WeftConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating node directory {}", data_dir.display()))?;
     let mut collector_config = config.collector.clone();
     collector_config.data_dir = std::fs::canonicalize(&data_dir)?;
-    // WAL replay happens here, before the node says it is ready.
+    // Files and manifests under nodes/<id>/ of `storage.url` (default: cluster.storage);
+    // the WAL stays in the node's local directory.
+    let objects = weft_storage::ObjectStorage::open(&config.storage, &config.cluster.storage)
+        .context("opening storage.url")?;
     let telemetry = Telemetry::new();
     let collector = Collector::open_with(
         collector_config,
@@ -68,6 +71,12 @@ pub(crate) async fn collector(config: WeftConfig) -> anyhow::Result<()> {
             // The ingest node applied the time window when the client sent the data.
             time_window: false,
             telemetry: std::sync::Arc::clone(&telemetry),
+            objects: Some(objects),
+            objects_prefix: weft_cluster::node_prefix(&node_id),
+            retention: Some((
+                config.storage.retention.clone(),
+                config.storage.delete_grace(),
+            )),
         },
     )
     .context("opening the collector")?;
@@ -75,10 +84,12 @@ pub(crate) async fn collector(config: WeftConfig) -> anyhow::Result<()> {
     crate::reload::spawn(
         config.clone(),
         std::sync::Arc::clone(&telemetry),
-        move |sampling| {
+        move |new| {
             reloaded
-                .reload_sampling(sampling)
-                .map_err(|e| e.to_string())
+                .reload_sampling(&new.sampling)
+                .map_err(|e| e.to_string())?;
+            reloaded.reload_retention(&new.storage.retention, new.storage.delete_grace());
+            Ok(())
         },
     );
 
@@ -168,9 +179,9 @@ pub(crate) async fn ingest(config: WeftConfig) -> anyhow::Result<()> {
     crate::reload::spawn(
         config.clone(),
         std::sync::Arc::clone(&telemetry),
-        move |sampling| {
+        move |new| {
             reloaded
-                .reload_sampling(sampling)
+                .reload_sampling(&new.sampling)
                 .map_err(|e| e.to_string())
         },
     );
@@ -224,7 +235,10 @@ pub(crate) async fn query(config: WeftConfig) -> anyhow::Result<()> {
     let membership = Membership::start(&config.cluster, Role::Query, None)
         .await
         .context("joining the cluster")?;
-    let source = ClusterSource::new(
+    let objects = weft_storage::ObjectStorage::open(&config.storage, &config.cluster.storage)
+        .context("opening storage.url")?;
+    let source = ClusterSource::with_objects(
+        objects,
         config.cluster.storage.clone(),
         membership.view(),
         std::time::Duration::from_millis(config.cluster.fanout_timeout_ms),

@@ -56,6 +56,10 @@ pub(crate) async fn up(config: WeftConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let mut collector_config = config.collector.clone();
     collector_config.data_dir = std::fs::canonicalize(data_dir)?;
+    // Parquet files and manifests: the data directory itself unless `storage.url` says
+    // otherwise; the WAL always stays in the data directory.
+    let objects = weft_storage::ObjectStorage::open(&config.storage, &collector_config.data_dir)
+        .context("opening storage.url")?;
     // The WAL is replayed here, before any listener accepts data.
     let telemetry = Telemetry::new();
     let collector = Collector::open_with(
@@ -66,6 +70,12 @@ pub(crate) async fn up(config: WeftConfig) -> anyhow::Result<()> {
             metrics_limits: true,
             time_window: true,
             telemetry: std::sync::Arc::clone(&telemetry),
+            objects: Some(objects),
+            objects_prefix: String::new(),
+            retention: Some((
+                config.storage.retention.clone(),
+                config.storage.delete_grace(),
+            )),
         },
     )
     .context("opening the collector")?;
@@ -73,10 +83,12 @@ pub(crate) async fn up(config: WeftConfig) -> anyhow::Result<()> {
     crate::reload::spawn(
         config.clone(),
         std::sync::Arc::clone(&telemetry),
-        move |sampling| {
+        move |new| {
             reloaded
-                .reload_sampling(sampling)
-                .map_err(|e| e.to_string())
+                .reload_sampling(&new.sampling)
+                .map_err(|e| e.to_string())?;
+            reloaded.reload_retention(&new.storage.retention, new.storage.delete_grace());
+            Ok(())
         },
     );
     let query = Arc::new(QueryService::new(

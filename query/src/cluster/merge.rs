@@ -38,7 +38,6 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
@@ -55,7 +54,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use weft_schemas::{Table, columns};
 
-use crate::provider::partitioned_file_at;
+use crate::provider::{storage_url, stored_file};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Compressed file bytes one span unit aims to read: above it an hour is cut into trace-id
@@ -86,7 +85,8 @@ pub(crate) fn extra_identity_columns(table: Table) -> &'static [&'static str] {
 /// One Parquet file of the scan.
 #[derive(Debug, Clone)]
 pub(crate) struct ScanFile {
-    pub path: std::path::PathBuf,
+    /// Object key in the storage (see [`crate::provider::STORAGE_URL`]).
+    pub key: String,
     pub bytes: u64,
     pub min_time_ns: i64,
 }
@@ -279,22 +279,30 @@ pub(crate) fn plan(
 }
 
 /// Benchmark entry point (`load-test/benches/hot_paths.rs`): the duplicate-free scan of
-/// sorted Parquet `files` of `table` (absolute path, size, smallest time value) and unsorted
-/// `live` rows, unfiltered, as a query over a cluster table runs it.
+/// sorted Parquet `files` of `table` (absolute local path, size, smallest time value) and
+/// unsorted `live` rows, unfiltered, as a query over a cluster table runs it.
 pub async fn dedup_scan(
     table: Table,
     files: Vec<(std::path::PathBuf, u64, i64)>,
     live: Vec<RecordBatch>,
 ) -> DfResult<Vec<RecordBatch>> {
     let ctx = datafusion::prelude::SessionContext::new();
+    crate::provider::register_storage(
+        ctx.runtime_env().as_ref(),
+        Arc::new(object_store::local::LocalFileSystem::new()),
+    )?;
     let files = files
         .into_iter()
-        .map(|(path, bytes, min_time_ns)| ScanFile {
-            path,
-            bytes,
-            min_time_ns,
+        .map(|(path, bytes, min_time_ns)| {
+            let key = object_store::path::Path::from_absolute_path(&path)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok(ScanFile {
+                key: key.to_string(),
+                bytes,
+                min_time_ns,
+            })
         })
-        .collect();
+        .collect::<DfResult<_>>()?;
     let input = MergeInput {
         table,
         files,
@@ -349,21 +357,20 @@ fn unit_plan(
         }
         let groups = files
             .iter()
-            .map(|f| Ok(FileGroup::new(vec![partitioned_file_at(&f.path, f.bytes)?])))
-            .collect::<DfResult<Vec<_>>>()?;
+            .map(|f| FileGroup::new(vec![stored_file(&f.key, f.bytes)]))
+            .collect::<Vec<_>>();
         let batch_size = (MERGE_BUFFER_ROWS / fan_in.max(1)).clamp(
             MIN_MERGE_BATCH,
             session.config().batch_size().max(MIN_MERGE_BATCH),
         );
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups)
-                .with_projection_indices(Some(projection.to_vec()))?
-                // One file per stream, each sorted: this also keeps every file in its own
-                // stream (no work stealing between streams).
-                .with_output_ordering(vec![table_ordering.clone()])
-                .with_batch_size(Some(batch_size))
-                .build();
+        let config = FileScanConfigBuilder::new(storage_url()?, Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(Some(projection.to_vec()))?
+            // One file per stream, each sorted: this also keeps every file in its own
+            // stream (no work stealing between streams).
+            .with_output_ordering(vec![table_ordering.clone()])
+            .with_batch_size(Some(batch_size))
+            .build();
         inputs.push(DataSourceExec::from_data_source(config));
     }
     if live.num_rows() > 0 || inputs.is_empty() {

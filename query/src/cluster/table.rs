@@ -105,14 +105,14 @@ impl TableProvider for ClusterTable {
         let mut live = Vec::new();
         for node in nodes {
             files.extend(node.files.into_iter().map(|f| ScanFile {
-                path: node.dir.join(&f.path),
+                key: format!("{}/{}", node.prefix, f.path),
                 bytes: f.bytes,
                 min_time_ns: f.min_time_ns,
             }));
             live.extend(node.live);
         }
         if let Some(ids) = &wanted {
-            let paths: Vec<_> = files.iter().map(|f| f.path.clone()).collect();
+            let paths: Vec<_> = files.iter().map(|f| f.key.clone()).collect();
             let filters = self
                 .source
                 .trace_filters(&paths)

@@ -253,7 +253,7 @@ impl Cluster {
     }
 
     fn source(&self) -> ClusterSource {
-        ClusterSource::new(self.dir.path().to_path_buf(), self.view.subscribe(), FANOUT)
+        ClusterSource::new(self.dir.path().to_path_buf(), self.view.subscribe(), FANOUT).unwrap()
     }
 
     fn service(&self, tuning: Option<Tuning>) -> QueryService {
@@ -501,7 +501,8 @@ async fn a_collector_that_does_not_answer_costs_only_its_live_rows_and_says_so()
             cluster.dir.path().to_path_buf(),
             cluster.view.subscribe(),
             Duration::from_secs(1),
-        ),
+        )
+        .unwrap(),
         QueryConfig::default(),
     )
     .unwrap();
@@ -649,7 +650,7 @@ async fn metric_points_are_seen_once() {
     let (a1, s1) = serve(std::sync::Arc::clone(&m1)).await;
     let (a2, s2) = serve(std::sync::Arc::clone(&m2)).await;
     let (_view_tx, view_rx) = watch::channel(view(vec![member("m1", a1), member("m2", a2)], 1));
-    let source = ClusterSource::new(dir.path().to_path_buf(), view_rx, FANOUT);
+    let source = ClusterSource::new(dir.path().to_path_buf(), view_rx, FANOUT).unwrap();
     let service = QueryService::new_cluster(source, QueryConfig::default()).unwrap();
     let (n, warnings) = count(&service, "SELECT count(*) FROM metrics").await;
     assert_eq!(n, 4);

@@ -211,7 +211,7 @@ pub struct RollupStats {
 pub(crate) fn files_of(service: &QueryService) -> store::RollupFiles {
     let root = match service.source() {
         DataSource::Local(store) => store.data_dir().to_path_buf(),
-        DataSource::Cluster(source) => source.storage_root().to_path_buf(),
+        DataSource::Cluster(source) => source.local_root().to_path_buf(),
     };
     store::RollupFiles::new(&root)
 }

@@ -196,12 +196,26 @@ impl TestServer {
 
 // ---- polling on the data directory ------------------------------------------------------
 
+/// The newest committed manifest of a data directory on local storage: the highest
+/// `manifests/<version>.json`, else the single `manifest.json` of older releases.
+pub(crate) fn newest_manifest(data_dir: &Path) -> Option<Value> {
+    let numbered = std::fs::read_dir(data_dir.join("manifests"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max();
+    let path = numbered.unwrap_or_else(|| data_dir.join("manifest.json"));
+    let bytes = std::fs::read(path).ok()?;
+    Some(serde_json::from_slice(&bytes).expect("a manifest is json"))
+}
+
 /// Rows the manifest lists as committed Parquet for `table` (0 when there is no manifest).
 pub(crate) fn manifest_rows(data_dir: &Path, table: &str) -> u64 {
-    let Ok(bytes) = std::fs::read(data_dir.join("manifest.json")) else {
+    let Some(manifest) = newest_manifest(data_dir) else {
         return 0;
     };
-    let manifest: Value = serde_json::from_slice(&bytes).expect("manifest.json is json");
     manifest["tables"][table]["files"]
         .as_array()
         .map(|files| files.iter().filter_map(|f| f["rows"].as_u64()).sum())

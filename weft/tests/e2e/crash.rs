@@ -49,7 +49,7 @@ fn start_in(dir: &Path, args: &[String]) -> TestServer {
 }
 
 /// Every stored (trace id, span id); fails if any is stored twice.
-async fn stored_spans(server: &TestServer) -> HashSet<SpanKey> {
+pub(crate) async fn stored_spans(server: &TestServer) -> HashSet<SpanKey> {
     let duplicates = server
         .sql_rows(
             "SELECT hex_id(trace_id) AS t, hex_id(span_id) AS s, count(*) AS n FROM spans \

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 use serde_json::Value;
 
-use crate::common::{PROTOBUF, get, post};
+use crate::common::{PROTOBUF, get, newest_manifest, post};
 use crate::server::TestServer;
 
 /// WAL frame header: `len u32 | crc u32 | seq u64 | kind u8`.
@@ -299,8 +299,7 @@ fn garble_pages(file: &Path) {
 }
 
 fn manifest_files(dir: &Path) -> Vec<String> {
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = newest_manifest(dir).expect("a manifest");
     manifest["tables"]["spans"]["files"]
         .as_array()
         .unwrap()

@@ -19,6 +19,7 @@
 //! | `damage` | a torn WAL segment, a flipped byte mid-WAL and an unreadable Parquet file: acknowledged spans are never silently lost, the rest is served, the damage is reported (incidents, `/metrics`, `x-weft-warnings`) |
 //! | `time_window` | spans outside the accepted time window are refused by partial success; 20,000 hours in one request leave a bounded number of files |
 //! | `upgrade` | a data directory written by the previous release (checked in) opens whole: old manifest, WAL replay, nothing doubled |
+//! | `object_storage` | `storage.url = s3://…` against a real S3-compatible server process (moto): the OTel SDK's data round-trips from live rows and from Parquet in the bucket; SIGKILL under load keeps every acknowledged span exactly once |
 //! | `sampling` | two ingest nodes make identical head decisions (the spec's threshold arithmetic), tail sampling keeps error traces whole with the right weights across replicas, SIGHUP reloads `[sampling]` (a bad file is refused), `/metrics` shows kept/dropped |
 //!
 //! Shared helpers live in `common`; the server harness in `server`.
@@ -38,6 +39,7 @@ mod exposure;
 mod fixtures;
 mod graph;
 mod jaeger;
+mod object_storage;
 mod pg;
 mod sampling;
 mod sdk;

@@ -41,7 +41,7 @@ enum Transport {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Case {
+pub(crate) struct Case {
     transport: Transport,
     gzip: bool,
 }
@@ -55,6 +55,9 @@ impl Case {
         Case::new(Transport::HttpJson, false),
         Case::new(Transport::HttpJson, true),
     ];
+
+    pub(crate) const GRPC: Case = Case::new(Transport::Grpc, false);
+    pub(crate) const HTTP_JSON: Case = Case::new(Transport::HttpJson, false);
 
     const fn new(transport: Transport, gzip: bool) -> Self {
         Self { transport, gzip }
@@ -220,17 +223,17 @@ fn metric_exporter(server: &TestServer, case: Case) -> MetricExporter {
 }
 
 /// What one case sent, as the SDK recorded it.
-struct Sent {
+pub(crate) struct Sent {
     case: Case,
     service: String,
-    spans: Vec<Span>,
+    pub(crate) spans: Vec<Span>,
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
 }
 
 impl Sent {
     /// Shuts the providers down (their final export is not part of the checks).
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let Sent {
             tracer_provider,
             meter_provider,
@@ -359,7 +362,7 @@ fn canonical(span: &SpanData, resource: &Resource) -> Span {
 
 /// Records the span tree and the metrics of one case through the SDK and waits until both
 /// exports are acknowledged (`force_flush` returned Ok).
-async fn send(server: &TestServer, case: Case) -> Sent {
+pub(crate) async fn send(server: &TestServer, case: Case) -> Sent {
     let service = case.service();
     let resource = Resource::builder()
         .with_service_name(service.clone())
@@ -501,7 +504,7 @@ async fn send(server: &TestServer, case: Case) -> Sent {
 /// What Weft answers about one case: the traces (OTLP/JSON, by trace id), the span rows and
 /// the metric rows. Compared raw between the live and the flushed read.
 #[derive(Debug, PartialEq)]
-struct Observed {
+pub(crate) struct Observed {
     traces: Vec<(String, Value)>,
     span_rows: Vec<Value>,
     metric_rows: Vec<Value>,
@@ -526,7 +529,7 @@ const METRIC_SQL: &str = "SELECT metric_name, metric_type, metric_unit, aggregat
     explicit_bounds, attributes['route'] AS route, attributes['room'] AS room \
     FROM metrics WHERE service_name = '{service}' ORDER BY metric_name";
 
-async fn observe(server: &TestServer, sent: &Sent) -> Observed {
+pub(crate) async fn observe(server: &TestServer, sent: &Sent) -> Observed {
     let mut trace_ids: Vec<String> = sent.spans.iter().map(|s| s.trace_id.clone()).collect();
     trace_ids.sort();
     trace_ids.dedup();
@@ -614,7 +617,7 @@ fn assert_row(what: &str, row: &Value, expected: &[(&str, Cell)]) {
 }
 
 /// Checks everything Weft answered against what the SDK recorded.
-fn check(sent: &Sent, observed: &Observed) {
+pub(crate) fn check(sent: &Sent, observed: &Observed) {
     let case = sent.case;
     // (a) The trace API: every field of every span, plus resource and scope.
     let mut from_api = Vec::new();

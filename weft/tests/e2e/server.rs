@@ -49,6 +49,11 @@ impl TestServer {
         Self::spawn(&[], data_dir, extra, &[])
     }
 
+    /// Starts a server on an existing data directory with extra environment variables.
+    pub(crate) fn start_in_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(&[], data_dir, extra, env)
+    }
+
     /// Starts a server with a fresh data directory and extra environment variables.
     pub(crate) fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tempdir = tempfile::tempdir().expect("tempdir");
@@ -77,6 +82,9 @@ impl TestServer {
             .arg(format!(
                 "collector.receiver.accept_past_secs={HISTORICAL_WINDOW_SECS}"
             ))
+            // Fixtures are years old: no retention unless a test sets its own (later wins).
+            .args(["--set", "storage.retention.spans_hours=0"])
+            .args(["--set", "storage.retention.metrics_hours=0"])
             .args(extra)
             .env("WEFT_LOG", "warn")
             .env_remove("WEFT_CONFIG")

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::common::newest_manifest;
 use crate::server::TestServer;
 
 const OLD_DATA_DIR: &str = concat!(
@@ -29,8 +30,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn manifest_spans(dir: &Path) -> Vec<Value> {
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = newest_manifest(dir).expect("a manifest");
     manifest["tables"]["spans"]["files"]
         .as_array()
         .unwrap()

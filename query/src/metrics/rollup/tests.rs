@@ -900,7 +900,8 @@ mod cluster {
         let (tx, rx) = watch::channel(Arc::new(ClusterView::new(members, 16, 2, 1)));
         // The view stays as built: the sender may go.
         drop(tx);
-        let source = ClusterSource::new(root.to_path_buf(), rx, Duration::from_millis(500));
+        let source =
+            ClusterSource::new(root.to_path_buf(), rx, Duration::from_millis(500)).unwrap();
         let mut config = QueryConfig::default();
         config.rollups.enabled = enabled;
         QueryService::new_cluster(source, config).unwrap()

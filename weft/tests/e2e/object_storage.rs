@@ -1,0 +1,371 @@
+//! `storage.url = s3://...`: Parquet files, trace-ID filters and manifests in a real
+//! S3-compatible server (moto's server, its own process on a loopback port, installed by
+//! `scripts/s3-server.sh`), the WAL on local disk.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft_load_test::{LoadConfig, Protocol};
+
+use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, parquet_files};
+use crate::crash::stored_spans;
+use crate::sdk::{Case, check, observe, send};
+use crate::server::TestServer;
+
+const BUCKET: &str = "weft-e2e";
+
+/// An S3-compatible server process on a free loopback port, killed when dropped.
+pub(crate) struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts the server `scripts/s3-server.sh install` put in place (or `$WEFT_S3_SERVER`)
+    /// and creates [`BUCKET`].
+    pub(crate) async fn start() -> Self {
+        let program = std::env::var("WEFT_S3_SERVER").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cache/weft-moto/bin/moto_server")
+        });
+        assert!(
+            Path::new(&program).exists(),
+            "no S3-compatible server at {program}: run ./scripts/s3-server.sh install \
+             (./scripts/test.sh does)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the S3 server");
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        let mut created = false;
+        for _ in 0..MAX_POLLS {
+            // Creating the bucket is also the readiness probe.
+            if let Ok(response) = client
+                .put(format!("{}/{BUCKET}", server.endpoint))
+                .send()
+                .await
+                && response.status().is_success()
+            {
+                created = true;
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "the S3 server did not start");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        assert!(created, "could not create the bucket");
+        server
+    }
+
+    /// The standard AWS variables that point a client at this server.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "weft-test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "weft-test-secret".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+
+    /// The bucket through Weft's own storage client (requests are signed, as the server
+    /// wants for reading objects).
+    fn bucket(&self) -> std::sync::Arc<weft_storage::ObjectStorage> {
+        let config = weft_storage::StorageConfig {
+            url: format!("s3://{BUCKET}"),
+            endpoint: self.endpoint.clone(),
+            region: "us-east-1".into(),
+            access_key_id: "weft-test".into(),
+            secret_access_key: "weft-test-secret".into(),
+            ..weft_storage::StorageConfig::default()
+        };
+        weft_storage::ObjectStorage::open(&config, Path::new("/nonexistent")).expect("bucket")
+    }
+
+    /// Keys of the bucket below `prefix`.
+    pub(crate) async fn keys(&self, prefix: &str) -> Vec<String> {
+        let bucket = self.bucket();
+        let prefix = weft_storage::object::key(prefix, "").expect("key");
+        tokio::task::spawn_blocking(move || bucket.list(&prefix))
+            .await
+            .expect("list task")
+            .expect("list objects")
+            .into_iter()
+            .map(|meta| meta.location.to_string())
+            .collect()
+    }
+
+    /// Rows of `table` the newest manifest below `prefix` lists (0 without a manifest), as
+    /// a query node reads them.
+    pub(crate) async fn manifest_rows(&self, prefix: &str, table: &str) -> u64 {
+        let bucket = self.bucket();
+        let prefix = prefix.to_owned();
+        let tables = tokio::task::spawn_blocking(move || {
+            weft_storage::store::read_committed_files(&bucket, &prefix)
+        })
+        .await
+        .expect("manifest task")
+        .expect("manifest");
+        tables
+            .iter()
+            .filter(|(t, _)| t.name() == table)
+            .flat_map(|(_, files)| files)
+            .map(|f| f.rows)
+            .sum()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` (bounded in count and time) until it holds.
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    for _ in 0..MAX_POLLS {
+        if done().await {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+fn s3_args(prefix: &str) -> Vec<String> {
+    [
+        format!("storage.url=s3://{BUCKET}/{prefix}"),
+        "collector.buffer.flush_age_secs=1".to_owned(),
+        "query.max_result_rows=10000000".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|set| ["--set".to_owned(), set])
+    .collect()
+}
+
+fn start(s3: &S3Server, dir: Option<&Path>, args: &[String]) -> TestServer {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match dir {
+        Some(dir) => TestServer::start_in_with_env(dir, &args, &env),
+        None => TestServer::start_with_env(&args, &env),
+    }
+}
+
+/// The OTel SDK's data, read back from live rows and again once it is in Parquet files in
+/// the bucket (none on local disk), is what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_up_on_s3_round_trips_sdk_data() {
+    let s3 = S3Server::start().await;
+    let server = start(&s3, None, &s3_args("round-trip"));
+    let mut sent = Vec::new();
+    let mut live = Vec::new();
+    for case in [Case::GRPC, Case::HTTP_JSON] {
+        let one = send(&server, case).await;
+        live.push(observe(&server, &one).await);
+        sent.push(one);
+    }
+    for (one, observed) in sent.iter().zip(&live) {
+        check(one, observed);
+    }
+    let spans: u64 = sent.iter().map(|s| s.spans.len() as u64).sum();
+    wait_for("the spans in parquet files in the bucket", async || {
+        s3.manifest_rows("round-trip", "spans").await >= spans
+    })
+    .await;
+    assert_eq!(s3.manifest_rows("round-trip", "spans").await, spans);
+    let objects = s3.keys("round-trip/spans").await;
+    assert!(
+        objects.iter().any(|k| k.ends_with(".parquet"))
+            && objects.iter().any(|k| k.ends_with(".tids")),
+        "span files and their trace-id filters are in the bucket: {objects:?}"
+    );
+    assert!(
+        parquet_files(&server.data_dir, "spans").is_empty(),
+        "no parquet file on local disk"
+    );
+    for (one, before) in sent.iter().zip(&live) {
+        let after = observe(&server, one).await;
+        check(one, &after);
+        assert_eq!(&after, before, "parquet in S3 answers as the live rows did");
+    }
+    for one in sent {
+        one.shutdown().await;
+    }
+}
+
+/// SIGKILL under load with files in the bucket: on restart (same local WAL, same bucket)
+/// every acknowledged span is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_up_on_s3_keeps_every_acknowledged_span_through_sigkill() {
+    const KILL_AFTER_REQUESTS: u64 = 60;
+    let s3 = S3Server::start().await;
+    let args = s3_args("crash");
+    let mut first = start(&s3, None, &args);
+    let data_dir = first.data_dir.clone();
+    let acked = Arc::new(Acked::default());
+    let config = LoadConfig {
+        endpoint: first.otlp_grpc.clone(),
+        protocol: Protocol::Grpc,
+        rate: 3_000,
+        duration: Duration::from_secs(10),
+        concurrency: 4,
+        batch_spans: 100,
+        services: 10,
+        error_rate: 0.02,
+        quiet: true,
+        request_timeout: Duration::from_secs(5),
+        max_retries: 2,
+        server_pid: Some(first.pid()),
+        ..LoadConfig::default()
+    };
+    let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));
+    wait_for(
+        "acknowledged requests and a flush to the bucket",
+        async || {
+            acked.requests() >= KILL_AFTER_REQUESTS && s3.manifest_rows("crash", "spans").await > 0
+        },
+    )
+    .await;
+    let more = acked.requests() + 10;
+    wait_for("acknowledgements after the flush", async || {
+        acked.requests() >= more
+    })
+    .await;
+    first.kill();
+    let report = load.await.expect("load task").expect("load run ends");
+    let acked_spans = acked.spans();
+    assert_eq!(report.spans_accepted, acked_spans.len() as u64);
+
+    let second = start(&s3, Some(&data_dir), &args);
+    let stored = stored_spans(&second).await;
+    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged spans are missing after the crash, e.g. {:?}",
+        missing.len(),
+        acked_spans.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(stored.len() as u64 <= report.spans_sent);
+    drop(second);
+    drop(first); // owns the local data directory
+}
+
+/// One span of its own trace, `age` before now, as OTLP/JSON.
+fn span_aged(trace: u8, age: Duration) -> Value {
+    let start = std::time::SystemTime::now() - age;
+    let start_ns = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    serde_json::json!({
+        "traceId": format!("{trace:02x}").repeat(16),
+        "spanId": format!("{trace:02x}").repeat(8),
+        "name": format!("aged-{trace}"),
+        "kind": 2,
+        "startTimeUnixNano": start_ns.to_string(),
+        "endTimeUnixNano": (start_ns + 1_000_000).to_string(),
+    })
+}
+
+/// Retention drops exactly the hour partitions past their age: from queries at the next
+/// pass, from storage after the grace period; queries asked all along keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_exactly_the_partitions_past_their_age() {
+    let server = TestServer::start(&[
+        "--set",
+        "collector.buffer.flush_age_secs=1",
+        "--set",
+        "storage.retention.spans_hours=3",
+        "--set",
+        "storage.retention.check_interval_secs=1",
+        "--set",
+        "storage.delete_grace_secs=2",
+    ]);
+    let hours = |h: u64| Duration::from_secs(h * 3600);
+    // Ages chosen away from the 3 h boundary: 30 h, 10 h and 5 h are wholly past it (their
+    // hour ends at least 4 h ago); 2 h and 1 minute are not, and always fall in two
+    // different hours. One file per hour.
+    let aged = [
+        (1u8, hours(30), false),
+        (2, hours(10), false),
+        (3, hours(5), false),
+        (4, hours(2), true),
+        (5, Duration::from_secs(60), true),
+    ];
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "aged"}}]},
+        "scopeSpans": [{"spans": aged.iter().map(|(t, age, _)| span_aged(*t, *age)).collect::<Vec<_>>()}],
+    }]});
+    let reply = server
+        .otlp_post(
+            "/v1/traces",
+            crate::common::JSON,
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The old hours are flushed to files first (5 files), then dropped.
+    wait_for("the old spans in parquet files", async || {
+        crate::common::manifest_rows(&server.data_dir, "spans") > 0
+    })
+    .await;
+    let kept: Vec<String> = aged
+        .iter()
+        .filter(|(_, _, keep)| *keep)
+        .map(|(t, _, _)| format!("{t:02x}").repeat(16))
+        .collect();
+    let mut answers = 0;
+    wait_for("retention to drop the expired hours", async || {
+        let rows = server
+            .sql_rows(
+                "SELECT hex_id(trace_id) AS t FROM spans WHERE span_name LIKE 'aged-%' ORDER BY t",
+            )
+            .await;
+        answers += 1;
+        let mut ids: Vec<String> = rows
+            .iter()
+            .map(|r| r["t"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids == kept
+    })
+    .await;
+    assert!(answers >= 1);
+    // Only the kept hours' files remain listed, and the dropped ones leave the disk once
+    // the grace is over.
+    assert_eq!(crate::common::manifest_rows(&server.data_dir, "spans"), 2);
+    wait_for("the dropped files to be deleted", async || {
+        parquet_files(&server.data_dir, "spans").len() == 2
+    })
+    .await;
+    let files = parquet_files(&server.data_dir, "spans");
+    assert_eq!(files.len(), 2, "{files:?}");
+    let metrics = crate::common::get(&server.http_url("/metrics"))
+        .await
+        .text();
+    let dropped: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("weft_retention_dropped_files_total{table=\"spans\"}"))
+        .collect();
+    assert_eq!(dropped.len(), 1, "{metrics}");
+    assert_eq!(dropped[0].rsplit(' ').next(), Some("3"), "{metrics}");
+}
