@@ -36,6 +36,7 @@ pub mod breaker;
 pub mod config;
 pub mod spool;
 
+mod error;
 mod forward;
 mod node;
 mod split;

@@ -85,6 +85,8 @@ impl From<weft_storage::Error> for Error {
             weft_storage::Error::Wal(message) => Self::Wal(message),
             weft_storage::Error::ShuttingDown => Self::ShuttingDown,
             weft_storage::Error::Storage(message) => Self::Storage(message),
+            weft_storage::Error::WalWrite { step, error } => Self::Wal(format!("{step}: {error}")),
+            other => Self::Storage(other.to_string()),
         }
     }
 }

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::Table;
 use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ReadError, Result};
 use crate::incidents::{IncidentKind, Incidents};
 use crate::trace_index::{TraceIdFilter, sidecar_path};
 use crate::wal::sync_dir;
@@ -405,7 +405,7 @@ impl Store {
                 "files": r.files,
                 "replaced": r.replaced,
             })),
-            "not_rebuilt": rebuilt.as_ref().err(),
+            "not_rebuilt": rebuilt.as_ref().err().map(ToString::to_string),
         });
         if let Err(e) = self
             .incidents
@@ -424,18 +424,9 @@ impl Store {
     /// written as new files that replace the whole group in one manifest commit. Healthy files
     /// replaced this way stay on disk until the next start (a query may be reading them) and
     /// are then removed as files the manifest does not list. Caller holds `flush_lock`.
-    fn rebuild_locked(
-        &self,
-        table: Table,
-        lost: &FileMeta,
-    ) -> std::result::Result<Rebuilt, String> {
-        let source = self
-            .row_source
-            .as_ref()
-            .ok_or("this store has no WAL to rebuild from")?;
-        let records = lost
-            .wal_records
-            .ok_or("the manifest does not say which WAL records it came from (written by an older release)")?;
+    fn rebuild_locked(&self, table: Table, lost: &FileMeta) -> Result<Rebuilt> {
+        let source = self.row_source.as_ref().ok_or(Error::NoWalToRebuild)?;
+        let records = lost.wal_records.ok_or(Error::NoWalRecords)?;
         let dir = partition_dir(&lost.path);
         let hour = lost.min_time_ns.div_euclid(NANOS_PER_HOUR);
         let same_group =
@@ -465,7 +456,7 @@ impl Store {
         };
         let mut batches = Vec::new();
         let mut rows = 0u64;
-        for batch in source.rows(table, records).map_err(|e| e.to_string())? {
+        for batch in source.rows(table, records)? {
             let in_hour = rows_in_hour(table, &batch, hour)?;
             rows += in_hour.num_rows() as u64;
             if in_hour.num_rows() > 0 {
@@ -473,15 +464,14 @@ impl Store {
             }
         }
         if rows != expected {
-            return Err(format!(
-                "the WAL holds {rows} of the {expected} rows that records {}..={} put in this \
-                 hour (older records are deleted once wal.retain_flushed_bytes is used up)",
-                records.first, records.last
-            ));
+            return Err(Error::WalRowsMissing {
+                found: rows,
+                expected,
+                first: records.first,
+                last: records.last,
+            });
         }
-        let mut new_files = self
-            .write_files(table, &batches)
-            .map_err(|e| e.to_string())?;
+        let mut new_files = self.write_files(table, &batches)?;
         for file in &mut new_files {
             file.wal_records = Some(records);
         }
@@ -494,7 +484,7 @@ impl Store {
                 }
             })
         };
-        self.commit_manifest(&manifest).map_err(|e| e.to_string())?;
+        self.commit_manifest(&manifest)?;
         let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
         {
             let mut state = self.state.lock();
@@ -523,19 +513,28 @@ impl Store {
 
     /// Reads a committed file completely (footer, every page of every column) and checks its
     /// row count. Blocking. `Err` describes why the file cannot be used.
-    pub fn verify_file(&self, file: &FileMeta) -> std::result::Result<(), String> {
+    pub fn verify_file(&self, file: &FileMeta) -> Result<()> {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let path = self.data_dir.join(&file.path);
-        let handle = File::open(&path).map_err(|e| format!("open: {e}"))?;
+        let handle = File::open(&path)
+            .map_err(ReadError::from)
+            .map_err(Error::file_read("open"))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(handle)
             .and_then(|b| b.build())
-            .map_err(|e| format!("footer: {e}"))?;
+            .map_err(ReadError::from)
+            .map_err(Error::file_read("footer"))?;
         let mut rows = 0u64;
         for batch in reader {
-            rows += batch.map_err(|e| format!("data: {e}"))?.num_rows() as u64;
+            rows += batch
+                .map_err(ReadError::from)
+                .map_err(Error::file_read("data"))?
+                .num_rows() as u64;
         }
         if rows != file.rows {
-            return Err(format!("{rows} rows, {} when it was written", file.rows));
+            return Err(Error::RowCount {
+                found: rows,
+                written: file.rows,
+            });
         }
         Ok(())
     }
@@ -553,7 +552,7 @@ impl Store {
                     self.verified.lock().insert(file.path.clone());
                 }
                 Err(reason) => {
-                    if self.quarantine(table, &file.path, &reason)? {
+                    if self.quarantine(table, &file.path, &reason.to_string())? {
                         moved += 1;
                     }
                 }
@@ -858,21 +857,19 @@ fn partition_dir(path: &str) -> &str {
 }
 
 /// The rows of `batch` whose time falls in `hour` (ns / 1h).
-fn rows_in_hour(
-    table: Table,
-    batch: &RecordBatch,
-    hour: i64,
-) -> std::result::Result<RecordBatch, String> {
+fn rows_in_hour(table: Table, batch: &RecordBatch, hour: i64) -> Result<RecordBatch> {
     let times = batch
         .column_by_name(table.time_column())
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| format!("time column {} missing", table.time_column()))?;
+        .ok_or(Error::TimeColumnMissing {
+            column: table.time_column(),
+        })?;
     let mask: arrow::array::BooleanArray = times
         .values()
         .iter()
         .map(|t| Some(t.div_euclid(NANOS_PER_HOUR) == hour))
         .collect();
-    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
+    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| Error::Arrow(Arc::new(e)))
 }
 
 fn storage_err(what: &str, path: &Path, e: std::io::Error) -> Error {

@@ -134,25 +134,19 @@ impl TraceIdFilter {
 
     /// Builds the filter from a span file's `trace_id` column (sorted, so distinct ids are
     /// runs of equal neighbours).
-    pub fn from_parquet(parquet_path: &Path) -> Result<Self, String> {
+    pub fn from_parquet(parquet_path: &Path) -> Result<Self, crate::error::ReadError> {
         use arrow::array::{Array, AsArray};
         use parquet::arrow::ProjectionMask;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-        let file = std::fs::File::open(parquet_path).map_err(|e| e.to_string())?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
-        let index = builder
-            .schema()
-            .index_of(weft_schemas::columns::TRACE_ID)
-            .map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(parquet_path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let index = builder.schema().index_of(weft_schemas::columns::TRACE_ID)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let reader = builder.with_projection(mask).build()?;
         let mut ids: Vec<[u8; 16]> = Vec::new();
         for batch in reader {
-            let batch = batch.map_err(|e| e.to_string())?;
+            let batch = batch?;
             let column = batch.column(0).as_fixed_size_binary();
             for i in 0..column.len() {
                 if column.is_null(i) {
