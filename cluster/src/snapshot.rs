@@ -422,5 +422,25 @@ mod tests {
         ] {
             assert!(SnapshotRequest::parse(bad).is_err(), "{bad:?}");
         }
+        // The reasons are the 400 answer's text.
+        let reason = |q: &str| SnapshotRequest::parse(q).unwrap_err().to_string();
+        assert_eq!(reason(""), "parameter table is required");
+        assert_eq!(reason("table=logs"), "unknown table \"logs\"");
+        assert_eq!(
+            reason("table=spans&trace_id=12"),
+            "trace_id \"12\" is not 32 hex digits"
+        );
+        assert_eq!(
+            reason("table=spans&min_time_ns=x"),
+            "min_time_ns \"x\" is not an integer"
+        );
+        assert_eq!(
+            reason("table=spans&colour=red"),
+            "unknown parameter \"colour\""
+        );
+        assert_eq!(
+            decode(Table::Spans, b"nope").unwrap_err().to_string(),
+            "not a weft snapshot (bad magic)"
+        );
     }
 }

@@ -18,8 +18,8 @@
 //! Unacknowledged incidents are added to every answer's warnings.
 //!
 //! The Parquet side of a scan is shared with the cluster's table ([`crate::cluster`]) and
-//! the rollup tables ([`crate::metrics::rollup`]): [`inexact_pushdown`], [`parquet_source`]
-//! and [`parquet_files_scan`].
+//! the rollup tables ([`crate::metrics::rollup`]): `inexact_pushdown`, `parquet_source`
+//! and `parquet_files_scan`.
 
 use std::path::Path;
 use std::sync::Arc;

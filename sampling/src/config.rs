@@ -192,3 +192,31 @@ fn check_ratio(key: &str, ratio: f64) -> Result<(), Error> {
         .map(|_| ())
         .map_err(|_| Error::config(key, format!("{ratio} is outside [0, 1]")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_errors_name_the_key() {
+        let mut config = SamplingConfig::default();
+        config.tail.max_pending_spans = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.tail.max_pending_spans must be > 0"
+        );
+        let mut config = SamplingConfig::default();
+        config.tail.decision_wait_ms = 10;
+        config.tail.max_trace_age_ms = 5;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.tail.max_trace_age_ms (5) must be >= decision_wait_ms (10)"
+        );
+        let mut config = SamplingConfig::default();
+        config.head.precision = 20;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.head.precision: 20 is outside 1-14"
+        );
+    }
+}
