@@ -50,6 +50,8 @@ use weft_schemas::{Table, columns};
 
 use weft_storage::store::{FileMeta, TableSnapshot};
 
+use crate::Error;
+
 /// Path of the snapshot endpoint on a collector's internal HTTP listener.
 pub const PATH: &str = "/internal/v1/snapshot";
 /// Media type of a snapshot answer.
@@ -100,7 +102,7 @@ impl SnapshotRequest {
 
     /// Reads a query string. Values are hex, decimal or table names, so nothing is
     /// percent-encoded; anything else is refused with a reason.
-    pub fn parse(query: &str) -> Result<Self, String> {
+    pub fn parse(query: &str) -> Result<Self, Error> {
         let mut table = None;
         let mut request = Self::all(Table::Spans);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -111,34 +113,44 @@ impl SnapshotRequest {
                         Table::ALL
                             .into_iter()
                             .find(|t| t.name() == value)
-                            .ok_or_else(|| format!("unknown table {value:?}"))?,
+                            .ok_or_else(|| Error::UnknownTable {
+                                name: value.to_owned(),
+                            })?,
                     );
                 }
                 "trace_id" => {
                     for text in value.split(',').filter(|t| !t.is_empty()) {
-                        request
-                            .trace_ids
-                            .push(hex_decode(text).ok_or_else(|| {
-                                format!("trace_id {text:?} is not 32 hex digits")
-                            })?);
+                        request.trace_ids.push(hex_decode(text).ok_or_else(|| {
+                            Error::InvalidParameter {
+                                name: "trace_id".to_owned(),
+                                value: text.to_owned(),
+                                expected: "32 hex digits",
+                            }
+                        })?);
                     }
                 }
                 "min_time_ns" | "max_time_ns" => {
-                    let ns: i64 = value
-                        .parse()
-                        .map_err(|_| format!("{key} {value:?} is not an integer"))?;
+                    let ns: i64 = value.parse().map_err(|_| Error::InvalidParameter {
+                        name: key.to_owned(),
+                        value: value.to_owned(),
+                        expected: "an integer",
+                    })?;
                     if key == "min_time_ns" {
                         request.min_time_ns = Some(ns);
                     } else {
                         request.max_time_ns = Some(ns);
                     }
                 }
-                other => return Err(format!("unknown parameter {other:?}")),
+                other => {
+                    return Err(Error::UnknownParameter {
+                        name: other.to_owned(),
+                    });
+                }
             }
         }
-        request.table = table.ok_or("parameter table is required")?;
+        request.table = table.ok_or(Error::MissingParameter { name: "table" })?;
         if request.table != Table::Spans && !request.trace_ids.is_empty() {
-            return Err("trace_id applies to the spans table only".into());
+            return Err(Error::TraceIdOutsideSpans);
         }
         Ok(request)
     }
@@ -157,16 +169,22 @@ impl SnapshotRequest {
     }
 
     /// The rows of `batch` this request wants (`batch` itself when all are wanted).
-    pub fn filter_rows(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+    pub fn filter_rows(&self, batch: &RecordBatch) -> Result<RecordBatch, Error> {
         let rows = batch.num_rows();
         let mut keep = vec![true; rows];
         if self.min_time_ns.is_some() || self.max_time_ns.is_some() {
             let name = self.table.time_column();
             let times = batch
                 .column_by_name(name)
-                .ok_or_else(|| format!("live rows without {name}"))?
+                .ok_or(Error::LiveColumnMissing {
+                    rows: "rows",
+                    column: name,
+                })?
                 .as_primitive_opt::<TimestampNanosecondType>()
-                .ok_or_else(|| format!("{name} is not a nanosecond timestamp"))?;
+                .ok_or(Error::LiveColumnType {
+                    column: name,
+                    expected: "a nanosecond timestamp",
+                })?;
             let min = self.min_time_ns.unwrap_or(i64::MIN);
             let max = self.max_time_ns.unwrap_or(i64::MAX);
             for (i, keep) in keep.iter_mut().enumerate() {
@@ -177,9 +195,15 @@ impl SnapshotRequest {
             let wanted: HashSet<&[u8]> = self.trace_ids.iter().map(|id| &id[..]).collect();
             let ids = batch
                 .column_by_name(columns::TRACE_ID)
-                .ok_or("live spans without trace_id")?
+                .ok_or(Error::LiveColumnMissing {
+                    rows: "spans",
+                    column: columns::TRACE_ID,
+                })?
                 .as_fixed_size_binary_opt()
-                .ok_or("trace_id is not fixed-size binary")?;
+                .ok_or(Error::LiveColumnType {
+                    column: columns::TRACE_ID,
+                    expected: "fixed-size binary",
+                })?;
             for (i, keep) in keep.iter_mut().enumerate() {
                 *keep = *keep && ids.is_valid(i) && wanted.contains(ids.value(i));
             }
@@ -187,8 +211,12 @@ impl SnapshotRequest {
         if keep.iter().all(|k| *k) {
             return Ok(batch.clone());
         }
-        arrow::compute::filter_record_batch(batch, &BooleanArray::from(keep))
-            .map_err(|e| format!("filter live rows: {e}"))
+        arrow::compute::filter_record_batch(batch, &BooleanArray::from(keep)).map_err(|error| {
+            Error::Arrow {
+                step: "filter live rows",
+                error,
+            }
+        })
     }
 }
 
@@ -214,7 +242,7 @@ pub struct Snapshot {
 
 /// The answer body for `request` from one consistent snapshot of the node's table: the
 /// header, then the live rows as an Arrow IPC stream, produced batch by batch.
-pub fn encode(snapshot: &TableSnapshot, request: &SnapshotRequest) -> Result<Body, String> {
+pub fn encode(snapshot: &TableSnapshot, request: &SnapshotRequest) -> Result<Body, Error> {
     let files: Vec<FileMeta> = snapshot
         .files
         .iter()
@@ -236,7 +264,10 @@ pub fn encode(snapshot: &TableSnapshot, request: &SnapshotRequest) -> Result<Bod
         files,
         live_rows: live.iter().map(|b| b.num_rows() as u64).sum(),
     };
-    let header = serde_json::to_vec(&header).map_err(|e| format!("encode header: {e}"))?;
+    let header = serde_json::to_vec(&header).map_err(|error| Error::Header {
+        step: "encode header",
+        error,
+    })?;
     let mut first = Vec::with_capacity(header.len() + 8);
     first.extend_from_slice(MAGIC);
     first.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -265,69 +296,76 @@ pub fn encode(snapshot: &TableSnapshot, request: &SnapshotRequest) -> Result<Bod
     Ok(Body::from_stream(stream))
 }
 
-fn ipc_writer(into: Vec<u8>, schema: &SchemaRef) -> Result<StreamWriter<Vec<u8>>, String> {
+fn ipc_writer(into: Vec<u8>, schema: &SchemaRef) -> Result<StreamWriter<Vec<u8>>, Error> {
     // LZ4: live rows are mostly repeated strings (resource attributes on every row), and
     // LZ4 runs at memory speed, so it costs less than the bytes it saves on a network.
     let options = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::LZ4_FRAME))
-        .map_err(|e| format!("ipc options: {e}"))?;
-    StreamWriter::try_new_with_options(into, schema, options)
-        .map_err(|e| format!("ipc stream: {e}"))
+        .map_err(|error| Error::Arrow {
+            step: "ipc options",
+            error,
+        })?;
+    StreamWriter::try_new_with_options(into, schema, options).map_err(|error| Error::Arrow {
+        step: "ipc stream",
+        error,
+    })
 }
 
 /// Reads a snapshot answer of `table` (see the module docs for the format). The live rows
 /// come back in `table`'s schema.
-pub fn decode(table: Table, body: &[u8]) -> Result<Snapshot, String> {
-    let rest = body
-        .strip_prefix(MAGIC)
-        .ok_or("not a weft snapshot (bad magic)")?;
+pub fn decode(table: Table, body: &[u8]) -> Result<Snapshot, Error> {
+    let rest = body.strip_prefix(MAGIC).ok_or(Error::BadMagic)?;
     let length = rest
         .get(..4)
-        .ok_or("truncated snapshot header")?
+        .ok_or(Error::TruncatedHeader)?
         .try_into()
         .map(u32::from_le_bytes)
-        .map_err(|_| "truncated snapshot header")? as usize;
+        .map_err(|_| Error::TruncatedHeader)? as usize;
     if length > MAX_HEADER_BYTES {
-        return Err(format!("snapshot header of {length} bytes is too large"));
+        return Err(Error::HeaderTooLarge { length });
     }
-    let header_bytes = rest.get(4..4 + length).ok_or("truncated snapshot header")?;
+    let header_bytes = rest.get(4..4 + length).ok_or(Error::TruncatedHeader)?;
     let header: SnapshotHeader =
-        serde_json::from_slice(header_bytes).map_err(|e| format!("snapshot header: {e}"))?;
+        serde_json::from_slice(header_bytes).map_err(|error| Error::Header {
+            step: "snapshot header",
+            error,
+        })?;
     if header.version != FORMAT_VERSION {
-        return Err(format!(
-            "snapshot version {} is not supported (expected {FORMAT_VERSION})",
-            header.version
-        ));
+        return Err(Error::UnsupportedVersion {
+            version: header.version,
+            expected: FORMAT_VERSION,
+        });
     }
     if header.table != table.name() {
-        return Err(format!(
-            "asked for {} but the snapshot is of {}",
-            table.name(),
-            header.table
-        ));
+        return Err(Error::WrongTable {
+            asked: table.name(),
+            got: header.table,
+        });
     }
-    let reader = StreamReader::try_new(Cursor::new(&rest[4 + length..]), None)
-        .map_err(|e| format!("snapshot rows: {e}"))?;
+    let rows_error = |error| Error::Arrow {
+        step: "snapshot rows",
+        error,
+    };
+    let reader =
+        StreamReader::try_new(Cursor::new(&rest[4 + length..]), None).map_err(rows_error)?;
     let schema = table.schema();
     let mut live = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| format!("snapshot rows: {e}"))?;
+        let batch = batch.map_err(rows_error)?;
         // The IPC schema equals the table's; re-wrapping makes it the very same `Arc`.
         let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), batch.columns().to_vec())
-            .map_err(|e| {
-                format!(
-                    "snapshot rows do not match the {} schema: {e}",
-                    table.name()
-                )
+            .map_err(|error| Error::RowsSchema {
+                table: table.name(),
+                error,
             })?;
         live.push(batch);
     }
     let rows: u64 = live.iter().map(|b| b.num_rows() as u64).sum();
     if rows != header.live_rows {
-        return Err(format!(
-            "snapshot announced {} live rows but carried {rows}",
-            header.live_rows
-        ));
+        return Err(Error::RowCount {
+            announced: header.live_rows,
+            carried: rows,
+        });
     }
     Ok(Snapshot { header, live })
 }
@@ -367,12 +405,12 @@ mod tests {
             max_time_ns: Some(99),
         };
         assert_eq!(
-            SnapshotRequest::parse(&request.to_query_string()),
-            Ok(request)
+            SnapshotRequest::parse(&request.to_query_string()).unwrap(),
+            request
         );
         assert_eq!(
-            SnapshotRequest::parse("table=metrics"),
-            Ok(SnapshotRequest::all(Table::Metrics))
+            SnapshotRequest::parse("table=metrics").unwrap(),
+            SnapshotRequest::all(Table::Metrics)
         );
         for bad in [
             "",
@@ -384,5 +422,25 @@ mod tests {
         ] {
             assert!(SnapshotRequest::parse(bad).is_err(), "{bad:?}");
         }
+        // The reasons are the 400 answer's text.
+        let reason = |q: &str| SnapshotRequest::parse(q).unwrap_err().to_string();
+        assert_eq!(reason(""), "parameter table is required");
+        assert_eq!(reason("table=logs"), "unknown table \"logs\"");
+        assert_eq!(
+            reason("table=spans&trace_id=12"),
+            "trace_id \"12\" is not 32 hex digits"
+        );
+        assert_eq!(
+            reason("table=spans&min_time_ns=x"),
+            "min_time_ns \"x\" is not an integer"
+        );
+        assert_eq!(
+            reason("table=spans&colour=red"),
+            "unknown parameter \"colour\""
+        );
+        assert_eq!(
+            decode(Table::Spans, b"nope").unwrap_err().to_string(),
+            "not a weft snapshot (bad magic)"
+        );
     }
 }

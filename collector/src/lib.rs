@@ -138,16 +138,19 @@ impl Collector {
 
     /// [`Collector::open`] with sampling settings (validated here) and a shared telemetry.
     pub fn open_with(config: CollectorConfig, options: CollectorOptions) -> Result<Arc<Self>> {
-        options.sampling.validate().map_err(Error::Config)?;
+        options
+            .sampling
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         let telemetry = options.telemetry;
         let head = options
             .head_sampling
             .then(|| HeadSampler::new(&options.sampling.head, std::sync::Arc::clone(&telemetry)))
             .transpose()
-            .map_err(Error::Config)?;
+            .map_err(|e| Error::Config(e.to_string()))?;
         let tail = Arc::new(
             TailSampler::new(&options.sampling.tail, std::sync::Arc::clone(&telemetry))
-                .map_err(Error::Config)?,
+                .map_err(|e| Error::Config(e.to_string()))?,
         );
         let metrics_limiter = options
             .metrics_limits
@@ -158,7 +161,7 @@ impl Collector {
                 )
             })
             .transpose()
-            .map_err(Error::Config)?;
+            .map_err(|e| Error::Config(e.to_string()))?;
         let incidents = Arc::new(Incidents::open(&config.data_dir)?);
         let wal_dir = config.data_dir.join("wal");
         let store = Arc::new(Store::open(
@@ -261,13 +264,20 @@ impl Collector {
 
     /// Applies a new `[sampling]` section; on an invalid one nothing changes.
     pub fn reload_sampling(&self, sampling: &SamplingConfig) -> Result<()> {
-        sampling.validate().map_err(Error::Config)?;
+        sampling
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         if let Some(head) = &self.head {
-            head.reload(&sampling.head).map_err(Error::Config)?;
+            head.reload(&sampling.head)
+                .map_err(|e| Error::Config(e.to_string()))?;
         }
-        self.tail.reload(&sampling.tail).map_err(Error::Config)?;
+        self.tail
+            .reload(&sampling.tail)
+            .map_err(|e| Error::Config(e.to_string()))?;
         if let Some(limiter) = &self.metrics_limiter {
-            limiter.reload(&sampling.metrics).map_err(Error::Config)?;
+            limiter
+                .reload(&sampling.metrics)
+                .map_err(|e| Error::Config(e.to_string()))?;
         }
         Ok(())
     }

@@ -23,13 +23,13 @@ pub fn router(collector: Arc<Collector>) -> Router {
 async fn snapshot(State(collector): State<Arc<Collector>>, RawQuery(query): RawQuery) -> Response {
     let request = match SnapshotRequest::parse(query.as_deref().unwrap_or("")) {
         Ok(request) => request,
-        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason.to_string()).into_response(),
     };
     match encode(&collector.snapshot(request.table), &request) {
         Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(reason) => {
             tracing::error!(error = %reason, "snapshot failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, reason.to_string()).into_response()
         }
     }
 }

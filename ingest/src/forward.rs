@@ -23,6 +23,7 @@ use rand::Rng as _;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
+use super::error::ClientError;
 use super::spool::SignalKind;
 use weft_cluster::Member;
 
@@ -63,9 +64,12 @@ impl NodeClient {
         member: &Member,
         http: reqwest::Client,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", member.grpc_addr))
-            .map_err(|e| format!("bad grpc address {:?}: {e}", member.grpc_addr))?
+            .map_err(|error| ClientError::BadGrpcAddress {
+                addr: member.grpc_addr.clone(),
+                error,
+            })?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

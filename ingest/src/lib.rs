@@ -36,6 +36,7 @@ pub mod breaker;
 pub mod config;
 pub mod spool;
 
+mod error;
 mod forward;
 mod node;
 mod split;
@@ -164,7 +165,7 @@ impl Ingest {
         telemetry: Arc<weft_telemetry::Telemetry>,
     ) -> Result<Arc<Ingest>> {
         let head = weft_sampling::head::HeadSampler::new(head, std::sync::Arc::clone(&telemetry))
-            .map_err(Error::Config)?;
+            .map_err(|e| Error::Config(e.to_string()))?;
         // A batch must fit what a collector accepts in one request.
         config.batch_max_bytes = config
             .batch_max_bytes
@@ -227,11 +228,13 @@ impl Ingest {
 
     /// Applies a new `[sampling]` section (head sampling is what an ingest node does).
     pub fn reload_sampling(&self, sampling: &weft_sampling::SamplingConfig) -> Result<()> {
-        sampling.validate().map_err(Error::Config)?;
+        sampling
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         self.inner
             .head
             .reload(&sampling.head)
-            .map_err(Error::Config)
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// This node's own metrics (served at `/metrics`).

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use super::Inner;
 use super::breaker::{CircuitBreaker, CircuitState};
+use super::error::ClientError;
 use super::forward::{CallError, NodeClient, backoff};
 use super::spool::{Hint, SignalKind};
 use weft_cluster::MemberState;
@@ -331,7 +332,11 @@ impl Node {
         }
     }
 
-    fn client(&self, inner: &Inner, member: &weft_cluster::Member) -> Result<NodeClient, String> {
+    fn client(
+        &self,
+        inner: &Inner,
+        member: &weft_cluster::Member,
+    ) -> Result<NodeClient, ClientError> {
         let mut cached = self.client.lock();
         if let Some(client) = cached.as_ref().filter(|c| c.matches(member)) {
             return Ok(client.clone());
@@ -469,9 +474,9 @@ async fn send_with_retries(
         }
         let client = match node.client(inner, &member) {
             Ok(c) => c,
-            Err(message) => {
+            Err(e) => {
                 node.breaker.on_failure(now);
-                return Sent::GaveUp(message);
+                return Sent::GaveUp(e.to_string());
             }
         };
         let timeout = inner.config.request_timeout().min(remaining);

@@ -287,7 +287,7 @@ impl ClusterSource {
         &self,
         member: &Member,
         request: &SnapshotRequest,
-    ) -> std::result::Result<Snapshot, String> {
+    ) -> std::result::Result<Snapshot, AskError> {
         let url = format!(
             "http://{}{}?{}",
             member.http_addr,
@@ -306,20 +306,20 @@ impl ClusterSource {
             if !status.is_success() {
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(200).collect();
-                return Err(format!("HTTP {}: {}", status.as_u16(), text.trim()));
+                return Err(AskError::Status {
+                    status: status.as_u16(),
+                    body: text.trim().to_owned(),
+                });
             }
             let body = response.bytes().await.map_err(describe_http_error)?;
             tokio::task::spawn_blocking(move || snapshot::decode(table, &body))
                 .await
-                .map_err(|e| format!("decoding task: {e}"))?
-                .map_err(|e| format!("bad snapshot: {e}"))
+                .map_err(AskError::DecodingTask)?
+                .map_err(AskError::BadSnapshot)
         };
         match tokio::time::timeout(self.fanout_timeout, work).await {
             Ok(answer) => answer,
-            Err(_) => Err(format!(
-                "timeout after {}",
-                human_duration(self.fanout_timeout)
-            )),
+            Err(_) => Err(AskError::Timeout(self.fanout_timeout)),
         }
     }
 
@@ -416,13 +416,36 @@ fn safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
-fn describe_http_error(e: reqwest::Error) -> String {
+/// Why a collector's snapshot is missing from a query; the text goes into the answer's
+/// warning (`collector a did not answer (timeout after 2s): …`).
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    #[error("connection failed")]
+    ConnectionFailed,
+    #[error("timed out")]
+    TimedOut,
+    /// Another HTTP failure (its text without the URL).
+    #[error("{0}")]
+    Http(reqwest::Error),
+    /// The collector answered with an error status; `body` is the first 200 characters.
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("decoding task: {0}")]
+    DecodingTask(tokio::task::JoinError),
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(weft_cluster::Error),
+    /// No answer within `cluster.fanout_timeout`.
+    #[error("timeout after {}", human_duration(*.0))]
+    Timeout(Duration),
+}
+
+fn describe_http_error(e: reqwest::Error) -> AskError {
     if e.is_connect() {
-        "connection failed".to_owned()
+        AskError::ConnectionFailed
     } else if e.is_timeout() {
-        "timed out".to_owned()
+        AskError::TimedOut
     } else {
-        e.without_url().to_string()
+        AskError::Http(e.without_url())
     }
 }
 

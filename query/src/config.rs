@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigError;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
@@ -70,7 +72,7 @@ impl Default for QueryConfig {
 
 impl QueryConfig {
     /// Checks values serde accepts but Weft cannot use.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("timeout_secs", self.timeout_secs as usize),
             ("max_sql_bytes", self.max_sql_bytes),
@@ -86,14 +88,14 @@ impl QueryConfig {
             ("max_concurrent_queries", self.max_concurrent_queries),
         ] {
             if value == 0 {
-                return Err(format!("query.{name} must be at least 1"));
+                return Err(ConfigError::Zero { key: name });
             }
         }
         if self.max_batch_bytes < self.max_value_bytes {
-            return Err(format!(
-                "query.max_batch_bytes = {} must be at least query.max_value_bytes = {}",
-                self.max_batch_bytes, self.max_value_bytes
-            ));
+            return Err(ConfigError::BatchBelowValue {
+                max_batch_bytes: self.max_batch_bytes,
+                max_value_bytes: self.max_value_bytes,
+            });
         }
         self.rollups.validate()
     }
@@ -131,18 +133,22 @@ const MAX_INTERVAL_SECS: u64 = 86_400;
 impl RollupConfig {
     /// `delay_secs` in [60, 604800] (points of the last minute may still be in flight),
     /// `interval_secs` in [1, 86400].
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(60..=MAX_DELAY_SECS).contains(&self.delay_secs) {
-            return Err(format!(
-                "query.rollups.delay_secs = {} must be between 60 and {MAX_DELAY_SECS}",
-                self.delay_secs
-            ));
+            return Err(ConfigError::OutOfRange {
+                key: "query.rollups.delay_secs",
+                value: self.delay_secs,
+                min: 60,
+                max: MAX_DELAY_SECS,
+            });
         }
         if !(1..=MAX_INTERVAL_SECS).contains(&self.interval_secs) {
-            return Err(format!(
-                "query.rollups.interval_secs = {} must be between 1 and {MAX_INTERVAL_SECS}",
-                self.interval_secs
-            ));
+            return Err(ConfigError::OutOfRange {
+                key: "query.rollups.interval_secs",
+                value: self.interval_secs,
+                min: 1,
+                max: MAX_INTERVAL_SECS,
+            });
         }
         Ok(())
     }

@@ -34,6 +34,32 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A `[query]` setting serde accepts but weft cannot use ([`crate::config::QueryConfig::validate`]).
+/// Separate from [`Error`]: it is refused at start, never answered over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A limit that must be positive (`query.max_sql_bytes`).
+    #[error("query.{key} must be at least 1")]
+    Zero { key: &'static str },
+    /// `query.max_batch_bytes` below `query.max_value_bytes`: no value could be produced.
+    #[error(
+        "query.max_batch_bytes = {max_batch_bytes} must be at least query.max_value_bytes = \
+         {max_value_bytes}"
+    )]
+    BatchBelowValue {
+        max_batch_bytes: usize,
+        max_value_bytes: usize,
+    },
+    /// A setting outside its range (`query.rollups.delay_secs`).
+    #[error("{key} = {value} must be between {min} and {max}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+}
+
 /// A parameter the client got wrong: 400, with the message naming it and its forms.
 impl From<crate::params::ParamError> for Error {
     fn from(err: crate::params::ParamError) -> Self {

@@ -16,6 +16,10 @@
 //! by the store (moved aside, dropped from the manifest, incident recorded), after which SQL
 //! retries once and other endpoints answer the next request from the remaining files.
 //! Unacknowledged incidents are added to every answer's warnings.
+//!
+//! The Parquet side of a scan is shared with the cluster's table ([`crate::cluster`]) and
+//! the rollup tables ([`crate::metrics::rollup`]): `inexact_pushdown`, `parquet_source`
+//! and `parquet_files_scan`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,7 +84,7 @@ impl TableProvider for WeftTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        inexact_pushdown(filters)
     }
 
     async fn scan(
@@ -112,15 +116,6 @@ impl TableProvider for WeftTable {
         };
         if !files.is_empty() {
             self.request.note_scanned(&self.store, self.table, &files);
-            let mut source = ParquetSource::new(std::sync::Arc::clone(&schema))
-                .with_enable_page_index(true)
-                .with_bloom_filter_on_read(true)
-                .with_pushdown_filters(true);
-            if let Some(filter) = conjunction(filters.to_vec()) {
-                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-                let predicate = state.create_physical_expr(filter, &df_schema)?;
-                source = source.with_predicate(predicate);
-            }
             let files = files
                 .iter()
                 .map(|f| {
@@ -131,13 +126,15 @@ impl TableProvider for WeftTable {
                     Ok(stored_file(key.as_ref(), f.bytes))
                 })
                 .collect::<DfResult<Vec<_>>>()?;
-            let groups = split_into_groups(files, state.config().target_partitions());
-            let config = FileScanConfigBuilder::new(storage_url()?, Arc::new(source))
-                .with_file_groups(groups)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+            inputs.push(parquet_files_scan(
+                state,
+                storage_url()?,
+                &schema,
+                files,
+                projection,
+                filters,
+                limit,
+            )?);
         }
         if !snapshot.live.is_empty() || inputs.is_empty() {
             // The live rows are few and unsorted: a scan with the predicate above is cheap.
@@ -202,6 +199,51 @@ pub(crate) fn register_storage(
 /// A stored file (object key, size) as DataFusion's scans name it.
 pub(crate) fn stored_file(key: &str, size: u64) -> PartitionedFile {
     PartitionedFile::new(key.to_owned(), size)
+}
+
+/// Every filter is pushed down as `Inexact`: scans use them to skip files, row groups and
+/// pages, and the `FilterExec` DataFusion puts above the scan applies them all again.
+pub(crate) fn inexact_pushdown(filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+}
+
+/// A Parquet source over `schema` that prunes with the ANDed `filters` (row-group
+/// statistics, page index, bloom filters) and applies them while decoding.
+pub(crate) fn parquet_source(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> DfResult<ParquetSource> {
+    let mut source = ParquetSource::new(Arc::clone(schema))
+        .with_enable_page_index(true)
+        .with_bloom_filter_on_read(true)
+        .with_pushdown_filters(true);
+    if let Some(filter) = conjunction(filters.to_vec()) {
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
+    }
+    Ok(source)
+}
+
+/// Parquet `files` of `schema` in the object store `store` as one scan
+/// ([`parquet_source`]), spread over the session's target partitions by size.
+pub(crate) fn parquet_files_scan(
+    state: &dyn Session,
+    store: ObjectStoreUrl,
+    schema: &SchemaRef,
+    files: Vec<PartitionedFile>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let source = parquet_source(state, schema, filters)?;
+    let groups = split_into_groups(files, state.config().target_partitions());
+    let config = FileScanConfigBuilder::new(store, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// A file of the local file system (`absolute` path) as DataFusion's scans name it.

@@ -84,9 +84,9 @@ impl From<weft_storage::Error> for Error {
         match e {
             weft_storage::Error::Wal(message) => Self::Wal(message),
             weft_storage::Error::ShuttingDown => Self::ShuttingDown,
-            weft_storage::Error::Storage(message) | weft_storage::Error::Config(message) => {
-                Self::Storage(message)
-            }
+            weft_storage::Error::Storage(message) => Self::Storage(message),
+            weft_storage::Error::WalWrite { step, error } => Self::Wal(format!("{step}: {error}")),
+            other => Self::Storage(other.to_string()),
         }
     }
 }

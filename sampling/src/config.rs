@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::sampling::Threshold;
 
 use super::policy::{NamedPolicy, PolicySet};
+use crate::Error;
 use crate::metrics_limits::MetricsLimitsConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -129,13 +130,13 @@ impl TailConfig {
 impl SamplingConfig {
     /// Checks every value; the error names the key, e.g.
     /// `sampling.head.services.checkout.ratio: 1.5 is outside [0, 1]`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         let h = &self.head;
         check_ratio("sampling.head.ratio", h.ratio)?;
         if !(1..=14).contains(&h.precision) {
-            return Err(format!(
-                "sampling.head.precision: {} is outside 1-14",
-                h.precision
+            return Err(Error::config(
+                "sampling.head.precision",
+                format!("{} is outside 1-14", h.precision),
             ));
         }
         for (service, s) in &h.services {
@@ -149,9 +150,9 @@ impl SamplingConfig {
                 )?;
             }
             if !(s.max_spans_per_second.is_finite() && s.max_spans_per_second >= 0.0) {
-                return Err(format!(
-                    "sampling.head.services.{service}.max_spans_per_second: {} must be >= 0",
-                    s.max_spans_per_second
+                return Err(Error::config(
+                    format!("sampling.head.services.{service}.max_spans_per_second"),
+                    format!("{} must be >= 0", s.max_spans_per_second),
                 ));
             }
         }
@@ -163,29 +164,59 @@ impl SamplingConfig {
             ("max_pending_spans", t.max_pending_spans),
         ] {
             if v == 0 {
-                return Err(format!("sampling.tail.{key} must be > 0"));
+                return Err(Error::NotPositive {
+                    key: format!("sampling.tail.{key}"),
+                });
             }
         }
         if t.max_trace_age_ms < t.decision_wait_ms {
-            return Err(format!(
-                "sampling.tail.max_trace_age_ms ({}) must be >= decision_wait_ms ({})",
-                t.max_trace_age_ms, t.decision_wait_ms
-            ));
+            return Err(Error::TraceAgeBelowWait {
+                max_trace_age_ms: t.max_trace_age_ms,
+                decision_wait_ms: t.decision_wait_ms,
+            });
         }
         PolicySet::compile(&t.effective_policies())
-            .map_err(|e| format!("sampling.tail.policies: {e}"))?;
+            .map_err(|e| e.in_section("sampling.tail.policies"))?;
         self.metrics
             .validate()
-            .map_err(|e| format!("sampling.metrics: {e}"))?;
+            .map_err(|e| e.in_section("sampling.metrics"))?;
         Ok(())
     }
 }
 
-fn check_ratio(key: &str, ratio: f64) -> Result<(), String> {
+fn check_ratio(key: &str, ratio: f64) -> Result<(), Error> {
     if ratio == 0.0 {
         return Ok(());
     }
     Threshold::from_ratio(ratio)
         .map(|_| ())
-        .map_err(|_| format!("{key}: {ratio} is outside [0, 1]"))
+        .map_err(|_| Error::config(key, format!("{ratio} is outside [0, 1]")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_errors_name_the_key() {
+        let mut config = SamplingConfig::default();
+        config.tail.max_pending_spans = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.tail.max_pending_spans must be > 0"
+        );
+        let mut config = SamplingConfig::default();
+        config.tail.decision_wait_ms = 10;
+        config.tail.max_trace_age_ms = 5;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.tail.max_trace_age_ms (5) must be >= decision_wait_ms (10)"
+        );
+        let mut config = SamplingConfig::default();
+        config.head.precision = 20;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "sampling.head.precision: 20 is outside 1-14"
+        );
+    }
 }

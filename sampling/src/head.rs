@@ -27,6 +27,7 @@ use weft_schemas::sampling::{self, OtelTraceState, Randomness, Threshold};
 
 use super::config::{HeadConfig, UpstreamDecision};
 use super::resource_service;
+use crate::Error;
 use weft_telemetry::Telemetry;
 
 const SPANS_METRIC: &str = "weft_head_sampling_spans_total";
@@ -99,7 +100,7 @@ pub struct HeadSampler {
 }
 
 impl HeadSampler {
-    pub fn new(config: &HeadConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+    pub fn new(config: &HeadConfig, telemetry: Arc<Telemetry>) -> Result<Self, Error> {
         Ok(Self {
             rules: RwLock::new(Arc::new(compile(config)?)),
             rates: Mutex::new(HashMap::new()),
@@ -109,7 +110,7 @@ impl HeadSampler {
     }
 
     /// Replaces the rules; rate-limit state of services still limited is kept.
-    pub fn reload(&self, config: &HeadConfig) -> Result<(), String> {
+    pub fn reload(&self, config: &HeadConfig) -> Result<(), Error> {
         let rules = compile(config)?;
         self.rates.lock().retain(|service, _| {
             rules
@@ -266,7 +267,7 @@ impl HeadSampler {
     }
 }
 
-fn compile(config: &HeadConfig) -> Result<Rules, String> {
+fn compile(config: &HeadConfig) -> Result<Rules, Error> {
     super::SamplingConfig {
         head: config.clone(),
         ..Default::default()
@@ -548,7 +549,8 @@ mod tests {
                 ratio: 2.0,
                 ..Default::default()
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sampling.head.ratio: 2"), "{err}");
     }
 }

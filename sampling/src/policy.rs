@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use weft_schemas::sampling::{MAX_ADJUSTED_COUNT, Randomness, Threshold};
 
 use super::{HeldSpan, UNKNOWN_SERVICE};
+use crate::Error;
 
 /// Completed one-second windows a rate limit averages over.
 const RATE_WINDOW_SECONDS: u64 = 4;
@@ -207,19 +208,22 @@ pub struct PolicySet {
 impl PolicySet {
     /// Validates and compiles policies (regexes, lookup sets, rate-limit state). The error
     /// names the policy, e.g. `policy "slow": threshold_ms must be > 0`.
-    pub fn compile(policies: &[NamedPolicy]) -> Result<PolicySet, String> {
+    pub fn compile(policies: &[NamedPolicy]) -> Result<PolicySet, Error> {
         if policies.is_empty() {
-            return Err("at least one policy is required".to_owned());
+            return Err(Error::NoPolicies);
         }
         let mut names = HashSet::new();
         let mut compiled = Vec::with_capacity(policies.len());
         for (i, p) in policies.iter().enumerate() {
             if p.name.trim().is_empty() {
-                return Err(format!("policies[{i}]: name must not be empty"));
+                return Err(Error::config(
+                    format!("policies[{i}]"),
+                    "name must not be empty",
+                ));
             }
             let path = format!("policy {:?}", p.name);
             if !names.insert(p.name.as_str()) {
-                return Err(format!("{path}: name is used by another policy"));
+                return Err(Error::config(path, "name is used by another policy"));
             }
             compiled.push((p.name.clone(), Compiled::new(&p.policy, &path)?));
         }
@@ -317,11 +321,11 @@ fn matched(m: bool) -> Threshold {
 
 impl Compiled {
     /// Validates `config`; errors start with `path` (`policy "x"`, `policy "x", policies[1]`).
-    fn new(config: &PolicyConfig, path: &str) -> Result<Compiled, String> {
-        let err = |msg: String| Err(format!("{path}: {msg}"));
+    fn new(config: &PolicyConfig, path: &str) -> Result<Compiled, Error> {
+        let err = |msg: String| Err(Error::config(path, msg));
         let check_key = |key: &str| {
             if key.is_empty() {
-                Err(format!("{path}: key must not be empty"))
+                Err(Error::config(path, "key must not be empty"))
             } else {
                 Ok(key.to_owned())
             }
@@ -469,7 +473,10 @@ impl Compiled {
                 for (i, c) in policies.iter().enumerate() {
                     let child = child_path(path, i, &c.name);
                     if !(c.share > 0.0 && c.share <= 100.0) {
-                        return Err(format!("{child}: share {} is outside (0, 100]", c.share));
+                        return Err(Error::config(
+                            child,
+                            format!("share {} is outside (0, 100]", c.share),
+                        ));
                     }
                     total += c.share;
                     children.push((
@@ -564,12 +571,13 @@ fn child_path(path: &str, i: usize, name: &Option<String>) -> String {
     }
 }
 
-fn check_rate(traces_per_second: f64, path: &str) -> Result<f64, String> {
+fn check_rate(traces_per_second: f64, path: &str) -> Result<f64, Error> {
     if traces_per_second.is_finite() && traces_per_second > 0.0 {
         Ok(traces_per_second)
     } else {
-        Err(format!(
-            "{path}: traces_per_second must be > 0 (got {traces_per_second})"
+        Err(Error::config(
+            path,
+            format!("traces_per_second must be > 0 (got {traces_per_second})"),
         ))
     }
 }
@@ -847,7 +855,9 @@ mod tests {
     }
 
     fn compile_err(src: &str) -> String {
-        PolicySet::compile(&parse(src).unwrap()).unwrap_err()
+        PolicySet::compile(&parse(src).unwrap())
+            .unwrap_err()
+            .to_string()
     }
 
     fn eval(set: &PolicySet, spans: &[HeldSpan]) -> Verdict {

@@ -152,7 +152,7 @@ pub struct TailSampler {
 }
 
 impl TailSampler {
-    pub fn new(config: &TailConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+    pub fn new(config: &TailConfig, telemetry: Arc<Telemetry>) -> Result<Self, Error> {
         Ok(Self {
             runtime: RwLock::new(Arc::new(compile(config)?)),
             state: Mutex::new(State::default()),
@@ -162,7 +162,7 @@ impl TailSampler {
     }
 
     /// Replaces the configuration (policies' rate-limit state starts afresh).
-    pub fn reload(&self, config: &TailConfig) -> Result<(), String> {
+    pub fn reload(&self, config: &TailConfig) -> Result<(), Error> {
         let runtime = compile(config)?;
         *self.runtime.write() = Arc::new(runtime);
         self.wake.notify_one();
@@ -460,7 +460,7 @@ impl TailSampler {
     }
 }
 
-fn compile(config: &TailConfig) -> Result<Runtime, String> {
+fn compile(config: &TailConfig) -> Result<Runtime, Error> {
     super::SamplingConfig {
         tail: config.clone(),
         ..Default::default()

@@ -57,7 +57,28 @@ pub enum ZipkinError {
     Json(String),
     /// One span (by position in the input, from 0) is malformed.
     #[error("zipkin span {index}: {reason}")]
-    Span { index: usize, reason: String },
+    Span { index: usize, reason: SpanError },
+}
+
+/// What is wrong with one Zipkin span.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanError {
+    /// Not an object of the span's shape (serde's message).
+    #[error("{0}")]
+    Shape(serde_json::Error),
+    /// An id (`field`: `traceId`, `id`, `parentId`) that is empty or too long.
+    #[error("{field} {text:?} must be 1 to {max_digits} hex digits")]
+    IdLength {
+        field: &'static str,
+        text: String,
+        max_digits: usize,
+    },
+    /// An id with a character that is not a hex digit.
+    #[error("{field} {text:?} is not hex")]
+    IdNotHex { field: &'static str, text: String },
+    /// A `kind` other than CLIENT, SERVER, PRODUCER and CONSUMER.
+    #[error("unknown kind {kind:?}")]
+    UnknownKind { kind: String },
 }
 
 /// A converted body.
@@ -210,7 +231,7 @@ pub fn to_otlp(body: &[u8]) -> Result<Conversion, ZipkinError> {
     for (index, value) in raw.into_iter().enumerate() {
         let parsed: RawSpan = serde_json::from_value(value).map_err(|e| ZipkinError::Span {
             index,
-            reason: e.to_string(),
+            reason: SpanError::Shape(e),
         })?;
         spans.push(validate(parsed).map_err(|reason| ZipkinError::Span { index, reason })?);
     }
@@ -271,18 +292,25 @@ pub fn to_otlp(body: &[u8]) -> Result<Conversion, ZipkinError> {
 }
 
 /// Hex of at most `bytes * 2` digits, zero-padded on the left to `bytes` bytes.
-fn parse_id<const N: usize>(text: &str, what: &str) -> Result<[u8; N], String> {
+fn parse_id<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], SpanError> {
     let text = text.trim();
     if text.is_empty() || text.len() > N * 2 {
-        return Err(format!("{what} {text:?} must be 1 to {} hex digits", N * 2));
+        return Err(SpanError::IdLength {
+            field,
+            text: text.to_owned(),
+            max_digits: N * 2,
+        });
     }
     let padded = format!("{text:0>width$}", width = N * 2);
     let mut id = [0u8; N];
-    hex::decode_to_slice(&padded, &mut id).map_err(|_| format!("{what} {text:?} is not hex"))?;
+    hex::decode_to_slice(&padded, &mut id).map_err(|_| SpanError::IdNotHex {
+        field,
+        text: text.to_owned(),
+    })?;
     Ok(id)
 }
 
-fn validate(raw: RawSpan) -> Result<ZSpan, String> {
+fn validate(raw: RawSpan) -> Result<ZSpan, SpanError> {
     let trace = parse_id::<16>(&raw.trace_id, "traceId")?;
     let id = u64::from_be_bytes(parse_id::<8>(&raw.id, "id")?);
     let parent = match raw.parent_id.as_deref().map(str::trim) {
@@ -295,7 +323,11 @@ fn validate(raw: RawSpan) -> Result<ZSpan, String> {
         Some("SERVER") => Some(Kind::Server),
         Some("PRODUCER") => Some(Kind::Producer),
         Some("CONSUMER") => Some(Kind::Consumer),
-        Some(other) => return Err(format!("unknown kind {other:?}")),
+        Some(other) => {
+            return Err(SpanError::UnknownKind {
+                kind: other.to_owned(),
+            });
+        }
     };
     let tags = raw
         .tags

@@ -47,7 +47,7 @@ use weft_schemas::parquet_settings::{ParquetSettings, writer_properties};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ReadError, Result};
 use crate::incidents::{IncidentKind, Incidents};
 use crate::object::{self, ObjectStorage};
 use crate::trace_index::{TraceIdFilter, sidecar_key};
@@ -462,7 +462,7 @@ impl Store {
                 "files": r.files,
                 "replaced": r.replaced,
             })),
-            "not_rebuilt": rebuilt.as_ref().err(),
+            "not_rebuilt": rebuilt.as_ref().err().map(ToString::to_string),
         });
         if let Err(e) = self
             .incidents
@@ -481,18 +481,9 @@ impl Store {
     /// written as new files that replace the whole group in one manifest commit. Healthy files
     /// replaced this way stay on disk until the next start (a query may be reading them) and
     /// are then removed as files the manifest does not list. Caller holds `flush_lock`.
-    fn rebuild_locked(
-        &self,
-        table: Table,
-        lost: &FileMeta,
-    ) -> std::result::Result<Rebuilt, String> {
-        let source = self
-            .row_source
-            .as_ref()
-            .ok_or("this store has no WAL to rebuild from")?;
-        let records = lost
-            .wal_records
-            .ok_or("the manifest does not say which WAL records it came from (written by an older release)")?;
+    fn rebuild_locked(&self, table: Table, lost: &FileMeta) -> Result<Rebuilt> {
+        let source = self.row_source.as_ref().ok_or(Error::NoWalToRebuild)?;
+        let records = lost.wal_records.ok_or(Error::NoWalRecords)?;
         let dir = partition_dir(&lost.path);
         let hour = lost.min_time_ns.div_euclid(NANOS_PER_HOUR);
         let same_group =
@@ -522,7 +513,7 @@ impl Store {
         };
         let mut batches = Vec::new();
         let mut rows = 0u64;
-        for batch in source.rows(table, records).map_err(|e| e.to_string())? {
+        for batch in source.rows(table, records)? {
             let in_hour = rows_in_hour(table, &batch, hour)?;
             rows += in_hour.num_rows() as u64;
             if in_hour.num_rows() > 0 {
@@ -530,15 +521,14 @@ impl Store {
             }
         }
         if rows != expected {
-            return Err(format!(
-                "the WAL holds {rows} of the {expected} rows that records {}..={} put in this \
-                 hour (older records are deleted once wal.retain_flushed_bytes is used up)",
-                records.first, records.last
-            ));
+            return Err(Error::WalRowsMissing {
+                found: rows,
+                expected,
+                first: records.first,
+                last: records.last,
+            });
         }
-        let mut new_files = self
-            .write_files(table, &batches)
-            .map_err(|e| e.to_string())?;
+        let mut new_files = self.write_files(table, &batches)?;
         for file in &mut new_files {
             file.wal_records = Some(records);
         }
@@ -551,7 +541,7 @@ impl Store {
                 }
             })
         };
-        self.commit_manifest(&manifest).map_err(|e| e.to_string())?;
+        self.commit_manifest(&manifest)?;
         let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
         {
             let mut state = self.state.lock();
@@ -580,23 +570,31 @@ impl Store {
 
     /// Reads a committed file completely (footer, every page of every column) and checks its
     /// row count. Blocking. `Err` describes why the file cannot be used.
-    pub fn verify_file(&self, file: &FileMeta) -> std::result::Result<(), String> {
+    pub fn verify_file(&self, file: &FileMeta) -> Result<()> {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        let key = self.object_key(&file.path).map_err(|e| e.to_string())?;
-        let bytes = self
-            .objects
-            .get(&key)
-            .map_err(|e| format!("read: {e}"))?
-            .ok_or("it is missing from storage")?;
+        let key = self.object_key(&file.path)?;
+        let bytes = self.objects.get(&key)?.ok_or_else(|| {
+            Error::file_read("open")(ReadError::from(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "missing from storage",
+            )))
+        })?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.build())
-            .map_err(|e| format!("footer: {e}"))?;
+            .map_err(ReadError::from)
+            .map_err(Error::file_read("footer"))?;
         let mut rows = 0u64;
         for batch in reader {
-            rows += batch.map_err(|e| format!("data: {e}"))?.num_rows() as u64;
+            rows += batch
+                .map_err(ReadError::from)
+                .map_err(Error::file_read("data"))?
+                .num_rows() as u64;
         }
         if rows != file.rows {
-            return Err(format!("{rows} rows, {} when it was written", file.rows));
+            return Err(Error::RowCount {
+                found: rows,
+                written: file.rows,
+            });
         }
         Ok(())
     }
@@ -614,7 +612,7 @@ impl Store {
                     self.verified.lock().insert(file.path.clone());
                 }
                 Err(reason) => {
-                    if self.quarantine(table, &file.path, &reason)? {
+                    if self.quarantine(table, &file.path, &reason.to_string())? {
                         moved += 1;
                     }
                 }
@@ -1154,21 +1152,19 @@ fn partition_dir(path: &str) -> &str {
 }
 
 /// The rows of `batch` whose time falls in `hour` (ns / 1h).
-fn rows_in_hour(
-    table: Table,
-    batch: &RecordBatch,
-    hour: i64,
-) -> std::result::Result<RecordBatch, String> {
+fn rows_in_hour(table: Table, batch: &RecordBatch, hour: i64) -> Result<RecordBatch> {
     let times = batch
         .column_by_name(table.time_column())
         .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-        .ok_or_else(|| format!("time column {} missing", table.time_column()))?;
+        .ok_or(Error::TimeColumnMissing {
+            column: table.time_column(),
+        })?;
     let mask: arrow::array::BooleanArray = times
         .values()
         .iter()
         .map(|t| Some(t.div_euclid(NANOS_PER_HOUR) == hour))
         .collect();
-    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| e.to_string())
+    arrow::compute::filter_record_batch(batch, &mask).map_err(|e| Error::Arrow(Arc::new(e)))
 }
 
 /// `spans/tenant=default/date=2026-11-24/hour=13`

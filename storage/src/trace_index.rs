@@ -166,25 +166,18 @@ impl TraceIdFilter {
 
     /// Builds the filter from the bytes of a span file, from its `trace_id` column (sorted,
     /// so distinct ids are runs of equal neighbours).
-    pub fn from_parquet(parquet: Bytes) -> Result<Self, String> {
+    pub fn from_parquet(parquet: Bytes) -> Result<Self, crate::error::ReadError> {
         use arrow::array::{Array, AsArray};
         use parquet::arrow::ProjectionMask;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(parquet).map_err(|e| e.to_string())?;
-        let index = builder
-            .schema()
-            .index_of(weft_schemas::columns::TRACE_ID)
-            .map_err(|e| e.to_string())?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(parquet)?;
+        let index = builder.schema().index_of(weft_schemas::columns::TRACE_ID)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = builder
-            .with_projection(mask)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let reader = builder.with_projection(mask).build()?;
         let mut ids: Vec<[u8; 16]> = Vec::new();
         for batch in reader {
-            let batch = batch.map_err(|e| e.to_string())?;
+            let batch = batch?;
             let column = batch.column(0).as_fixed_size_binary();
             for i in 0..column.len() {
                 if column.is_null(i) {

@@ -112,7 +112,7 @@ struct Append<T> {
     kind: RecordKind,
     payload: Bytes,
     item: T,
-    done: oneshot::Sender<Result<u64, String>>,
+    done: oneshot::Sender<Result<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -767,7 +767,7 @@ impl<T: Send + 'static> Wal<T> {
         }
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(message)) => Err(Error::Wal(message)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::ShuttingDown),
         }
     }
@@ -898,10 +898,10 @@ impl<T> WalWriter<T> {
                         let _ = done.send(Ok(seq));
                     }
                 }
-                Err(message) => {
-                    tracing::error!(error = %message, "wal write failed; refusing this group");
+                Err(e) => {
+                    tracing::error!(error = %e, "wal write failed; refusing this group");
                     for append in group {
-                        let _ = append.done.send(Err(message.clone()));
+                        let _ = append.done.send(Err(e.clone()));
                     }
                     // A failed write may have left a partial frame: continue in a fresh
                     // segment so replay never has to read past it.
@@ -916,29 +916,27 @@ impl<T> WalWriter<T> {
         }
     }
 
-    fn write_group(&mut self, frames: &[u8], first_seq: u64) -> Result<(), String> {
+    fn write_group(&mut self, frames: &[u8], first_seq: u64) -> Result<()> {
         if self.file_len >= self.config.segment_bytes {
             self.rotate_at(first_seq)?;
         }
-        self.file
-            .write_all(frames)
-            .map_err(|e| format!("write: {e}"))?;
+        self.file.write_all(frames).map_err(write_error("write"))?;
         self.file_len += frames.len() as u64;
         if self.config.sync == SyncPolicy::Fsync {
-            self.file.sync_data().map_err(|e| format!("fsync: {e}"))?;
+            self.file.sync_data().map_err(write_error("fsync"))?;
         }
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), String> {
+    fn rotate(&mut self) -> Result<()> {
         self.rotate_at(self.next_seq)
     }
 
-    fn rotate_at(&mut self, first_seq: u64) -> Result<(), String> {
+    fn rotate_at(&mut self, first_seq: u64) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| format!("fsync before rotation: {e}"))?;
-        let (file, segment) = open_segment(&self.dir, first_seq).map_err(|e| e.to_string())?;
+            .map_err(write_error("fsync before rotation"))?;
+        let (file, segment) = open_segment(&self.dir, first_seq)?;
         self.file = file;
         self.file_len = 0;
         let mut segments = self.segments.lock();
@@ -947,6 +945,14 @@ impl<T> WalWriter<T> {
             segments.push(segment);
         }
         Ok(())
+    }
+}
+
+/// An [`Error::WalWrite`] at `step`.
+fn write_error(step: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::WalWrite {
+        step,
+        error: Arc::new(e),
     }
 }
 

@@ -31,14 +31,13 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 use datafusion::catalog::Session;
+use datafusion::common::Result as DfResult;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -54,7 +53,7 @@ use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use weft_schemas::{Table, columns};
 
-use crate::provider::{storage_url, stored_file};
+use crate::provider::{parquet_source, storage_url, stored_file};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Compressed file bytes one span unit aims to read: above it an hour is cut into trace-id
@@ -345,16 +344,7 @@ fn unit_plan(
     let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     let fan_in = files.len() + usize::from(live.num_rows() > 0);
     if !files.is_empty() {
-        let mut source = ParquetSource::new(std::sync::Arc::clone(schema))
-            .with_enable_page_index(true)
-            .with_bloom_filter_on_read(true)
-            .with_pushdown_filters(true);
-        if let Some(filter) = conjunction(filters.to_vec()) {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-            let predicate: Arc<dyn PhysicalExpr> =
-                session.create_physical_expr(filter, &df_schema)?;
-            source = source.with_predicate(predicate);
-        }
+        let source = parquet_source(session, schema, filters)?;
         let groups = files
             .iter()
             .map(|f| FileGroup::new(vec![stored_file(&f.key, f.bytes)]))

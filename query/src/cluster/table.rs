@@ -25,7 +25,7 @@ use weft_schemas::Table;
 
 use super::ClusterSource;
 use super::merge::{self, MergeInput, ScanFile};
-use crate::provider::wanted_trace_ids;
+use crate::provider::{inexact_pushdown, wanted_trace_ids};
 use crate::warnings::RequestState;
 
 /// Most trace ids sent to collectors in a snapshot request (they go in the URL); with more,
@@ -65,7 +65,7 @@ impl TableProvider for ClusterTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        inexact_pushdown(filters)
     }
 
     async fn scan(

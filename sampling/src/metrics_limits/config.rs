@@ -77,7 +77,7 @@ pub struct DropAttributeRule {
 
 impl MetricsLimitsConfig {
     /// Checks every value; the error names the key, e.g. `limits."x": must be > 0`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::Error> {
         Rules::compile(self).map(|_| ())
     }
 }

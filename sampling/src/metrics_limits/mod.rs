@@ -121,6 +121,8 @@ use weft_schemas::prometheus::{Label, MetricType, Sample, TimeSeries, WriteReque
 
 use weft_telemetry::Telemetry;
 
+use crate::Error;
+
 /// Attribute of every OTLP overflow point (value `true`).
 mod config;
 
@@ -182,9 +184,9 @@ struct Glob {
 }
 
 impl Glob {
-    fn parse(pattern: &str) -> Result<Self, String> {
+    fn parse(pattern: &str) -> Result<Self, Error> {
         if pattern.is_empty() {
-            return Err("empty pattern".to_owned());
+            return Err(Error::EmptyPattern);
         }
         let mut toks = Vec::new();
         let mut lit = String::new();
@@ -193,7 +195,11 @@ impl Glob {
             match c {
                 '\\' => match chars.next() {
                     Some(e) => lit.push(e),
-                    None => return Err(format!("{pattern:?}: ends with a lone \\")),
+                    None => {
+                        return Err(Error::LoneBackslash {
+                            pattern: pattern.to_owned(),
+                        });
+                    }
                 },
                 '*' | '?' => {
                     if !lit.is_empty() {
@@ -206,10 +212,10 @@ impl Glob {
                     }
                 }
                 '[' | ']' | '{' | '}' => {
-                    return Err(format!(
-                        "{pattern:?}: {c:?} is not supported (only * and ? are special; \
-                         write \\{c} for the character itself)"
-                    ));
+                    return Err(Error::UnsupportedGlobChar {
+                        pattern: pattern.to_owned(),
+                        character: c,
+                    });
                 }
                 c => lit.push(c),
             }
@@ -338,41 +344,50 @@ struct Plan<'r> {
 }
 
 impl Rules {
-    fn compile(c: &MetricsLimitsConfig) -> Result<Self, String> {
+    fn compile(c: &MetricsLimitsConfig) -> Result<Self, Error> {
         for (name, limit) in &c.limits {
             if name.is_empty() {
-                return Err("limits: a metric name is empty".to_owned());
+                return Err(Error::config("limits", "a metric name is empty"));
             }
             if *limit == 0 {
-                return Err(format!(
-                    "limits.{name:?}: must be > 0 (remove the entry to use max_series_per_metric)"
+                return Err(Error::config(
+                    format!("limits.{name:?}"),
+                    "must be > 0 (remove the entry to use max_series_per_metric)",
                 ));
             }
         }
         if c.max_metrics == 0 {
-            return Err("max_metrics: must be > 0".to_owned());
+            return Err(Error::config("max_metrics", "must be > 0"));
         }
         if c.max_cumulative_series == 0 {
-            return Err("max_cumulative_series: must be > 0".to_owned());
+            return Err(Error::config("max_cumulative_series", "must be > 0"));
         }
         let include = c
             .include
             .iter()
             .enumerate()
-            .map(|(i, p)| Glob::parse(p).map_err(|e| format!("include[{i}]: {e}")))
+            .map(|(i, p)| Glob::parse(p).map_err(|e| e.in_section(format!("include[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
         let mut drop = Vec::with_capacity(c.drop.len());
         for (i, r) in c.drop.iter().enumerate() {
-            let metric = Glob::parse(&r.metric).map_err(|e| format!("drop[{i}].metric: {e}"))?;
+            let metric =
+                Glob::parse(&r.metric).map_err(|e| e.in_section(format!("drop[{i}].metric")))?;
             if r.attribute.as_deref() == Some("") {
-                return Err(format!("drop[{i}].attribute: must not be empty"));
+                return Err(Error::config(
+                    format!("drop[{i}].attribute"),
+                    "must not be empty",
+                ));
             }
             if r.value.is_some() && r.attribute.is_none() {
-                return Err(format!("drop[{i}].value: needs an attribute"));
+                return Err(Error::config(
+                    format!("drop[{i}].value"),
+                    "needs an attribute",
+                ));
             }
             if r.attribute.is_none() && r.metric == "*" {
-                return Err(format!(
-                    "drop[{i}]: metric = \"*\" without attribute drops every metric"
+                return Err(Error::config(
+                    format!("drop[{i}]"),
+                    "metric = \"*\" without attribute drops every metric",
                 ));
             }
             let value = r
@@ -385,7 +400,7 @@ impl Rules {
                             toks: vec![Tok::Lit(String::new())],
                         })
                     } else {
-                        Glob::parse(v).map_err(|e| format!("drop[{i}].value: {e}"))
+                        Glob::parse(v).map_err(|e| e.in_section(format!("drop[{i}].value")))
                     }
                 })
                 .transpose()?;
@@ -402,11 +417,12 @@ impl Rules {
             .map(|(i, r)| {
                 Ok((
                     Glob::parse(&r.metric)
-                        .map_err(|e| format!("drop_attributes[{i}].metric: {e}"))?,
-                    Glob::parse(&r.key).map_err(|e| format!("drop_attributes[{i}].key: {e}"))?,
+                        .map_err(|e| e.in_section(format!("drop_attributes[{i}].metric")))?,
+                    Glob::parse(&r.key)
+                        .map_err(|e| e.in_section(format!("drop_attributes[{i}].key")))?,
                 ))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, Error>>()?;
         let noop = c.max_series_per_metric == 0
             && c.limits.is_empty()
             && include.is_empty()
@@ -1272,7 +1288,7 @@ pub struct MetricsLimiter {
 }
 
 impl MetricsLimiter {
-    pub fn new(config: &MetricsLimitsConfig, telemetry: Arc<Telemetry>) -> Result<Self, String> {
+    pub fn new(config: &MetricsLimitsConfig, telemetry: Arc<Telemetry>) -> Result<Self, Error> {
         Self::with_clock(config, telemetry, Clock::System)
     }
 
@@ -1280,7 +1296,7 @@ impl MetricsLimiter {
         config: &MetricsLimitsConfig,
         telemetry: Arc<Telemetry>,
         clock: Clock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let rules = Rules::compile(config)?;
         let now = clock.now_ns();
         Ok(Self {
@@ -1295,7 +1311,7 @@ impl MetricsLimiter {
     /// kept; a lowered limit forgets the least recently seen admitted series beyond it; a
     /// metric no longer limited forgets its admitted set. A default (no-op) configuration
     /// frees everything.
-    pub fn reload(&self, config: &MetricsLimitsConfig) -> Result<(), String> {
+    pub fn reload(&self, config: &MetricsLimitsConfig) -> Result<(), Error> {
         let rules = Rules::compile(config)?;
         let now = self.clock.now_ns();
         {

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
-use datafusion::common::DFSchema;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
@@ -38,7 +36,7 @@ use weft_schemas::{Table, columns};
 
 use super::store::{LAYOUT, hours_of};
 use super::{HOUR_NS, fold};
-use crate::provider::partitioned_file_at;
+use crate::provider::{parquet_source, partitioned_file_at};
 use crate::warnings::RequestState;
 use crate::{DataSource, Error, QueryService, Result};
 
@@ -253,13 +251,7 @@ pub(crate) async fn hour_streams(
             );
             let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
             if !files.is_empty() {
-                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-                let predicate = state
-                    .create_physical_expr(conjunction(filters).expect("two filters"), &df_schema)?;
-                let source = ParquetSource::new(std::sync::Arc::clone(&schema))
-                    .with_enable_page_index(true)
-                    .with_pushdown_filters(true)
-                    .with_predicate(predicate);
+                let source = parquet_source(&state, &schema, &filters)?;
                 let config = FileScanConfigBuilder::new(
                     ObjectStoreUrl::local_filesystem(),
                     Arc::new(source),

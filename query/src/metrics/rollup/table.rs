@@ -10,15 +10,10 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::common::Result as DfResult;
 use datafusion::datasource::TableType;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use weft_schemas::columns::TIME;
@@ -26,7 +21,9 @@ use weft_schemas::columns::TIME;
 use super::store::{RollupFile, RollupFiles};
 use super::{HOUR_NS, Resolution, files_of, fold};
 use crate::QueryService;
-use crate::provider::partitioned_file_at;
+use datafusion::execution::object_store::ObjectStoreUrl;
+
+use crate::provider::{inexact_pushdown, parquet_files_scan, partitioned_file_at};
 
 /// A rollup table: every file of one resolution, or a fixed list (range queries).
 #[derive(Debug)]
@@ -74,7 +71,7 @@ impl TableProvider for RollupTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        inexact_pushdown(filters)
     }
 
     async fn scan(
@@ -107,13 +104,6 @@ impl TableProvider for RollupTable {
                 projection.cloned(),
             )?);
         }
-        let mut source = ParquetSource::new(std::sync::Arc::clone(&schema))
-            .with_enable_page_index(true)
-            .with_pushdown_filters(true);
-        if let Some(filter) = conjunction(filters.to_vec()) {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-            source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
-        }
         let files = files
             .iter()
             .map(|f| {
@@ -124,32 +114,15 @@ impl TableProvider for RollupTable {
                 Ok(file)
             })
             .collect::<DfResult<Vec<_>>>()?;
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups(files, state.config().target_partitions()))
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-        Ok(DataSourceExec::from_data_source(config))
+        // Rollup files are on the query node's local disk.
+        parquet_files_scan(
+            state,
+            ObjectStoreUrl::local_filesystem(),
+            &schema,
+            files,
+            projection,
+            filters,
+            limit,
+        )
     }
-}
-
-/// Spreads files over `partitions` groups of similar total size.
-fn groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
-    let partitions = partitions.clamp(1, files.len().max(1));
-    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
-    for file in files {
-        let smallest = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        smallest.0 += file.object_meta.size;
-        smallest.1.push(file);
-    }
-    groups
-        .into_iter()
-        .filter(|(_, files)| !files.is_empty())
-        .map(|(_, files)| FileGroup::new(files))
-        .collect()
 }
