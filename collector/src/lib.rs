@@ -218,7 +218,10 @@ impl Collector {
         }
         tail.restore(held, Instant::now());
         report_wal_damage(&report, &telemetry, &incidents);
-        let next_seq = report.next_seq;
+        // Never reuse a sequence number the manifest already counts as flushed (a data
+        // directory written by the bulk loader, or one whose WAL was removed): such records
+        // would be taken for flushed ones and dropped.
+        let next_seq = report.next_seq.max(store.flushed_through_max() + 1);
         let applier = std::sync::Arc::clone(&store);
         let holder = std::sync::Arc::clone(&tail);
         let wal = Wal::start(&wal_dir, &config.wal, next_seq, move |group| {

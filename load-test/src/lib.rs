@@ -66,6 +66,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+pub mod bulk;
 pub mod demo;
 mod generator;
 mod procfs;

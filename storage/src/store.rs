@@ -111,6 +111,9 @@ struct TableManifest {
 struct Manifest {
     version: u32,
     tables: BTreeMap<String, TableManifest>,
+    /// The store (one process's run) that committed it; see `commit_manifest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<String>,
 }
 
 /// What a query reads for one table: committed files plus not-yet-flushed rows.
@@ -153,6 +156,8 @@ pub struct Store {
     prefix: String,
     /// Version of the newest committed manifest (0: none yet). Changed under `flush_lock`.
     manifest_version: Mutex<ManifestVersion>,
+    /// Random id of this open store, written into its manifests.
+    writer: String,
     tenant: String,
     parquet: ParquetSettings,
     max_file_rows: usize,
@@ -263,6 +268,7 @@ impl Store {
                 Manifest {
                     version: MANIFEST_VERSION,
                     tables: BTreeMap::new(),
+                    writer: None,
                 },
             ),
         };
@@ -314,6 +320,7 @@ impl Store {
             objects,
             prefix,
             manifest_version: Mutex::new(version),
+            writer: uuid::Uuid::new_v4().simple().to_string(),
             tenant: options.tenant,
             parquet: options.parquet,
             max_file_rows: options.max_file_rows.max(1),
@@ -630,6 +637,7 @@ impl Store {
         let mut manifest = Manifest {
             version: MANIFEST_VERSION,
             tables: BTreeMap::new(),
+            writer: Some(self.writer.clone()),
         };
         for t in Table::ALL {
             let ts = &state.tables[&t];
@@ -831,6 +839,18 @@ impl Store {
         )
     }
 
+    /// The highest flushed-through mark of any table: sequence numbers up to it must never
+    /// be used for new records.
+    pub fn flushed_through_max(&self) -> u64 {
+        let state = self.state.lock();
+        state
+            .tables
+            .values()
+            .map(|t| t.flushed_through)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every WAL record `<=` the returned sequence number is in Parquet files.
     pub fn flushed_through_all(&self) -> u64 {
         let state = self.state.lock();
@@ -957,15 +977,30 @@ impl Store {
         let next = current.version + 1;
         let bytes = serde_json::to_vec(manifest)
             .map_err(|e| Error::Storage(format!("encode manifest: {e}")))?;
-        let key = manifest_key(&self.prefix, next)?;
-        if !self.objects.create(&key, Bytes::from(bytes))? {
-            // Only this process writes under this prefix, so someone else is committing as
-            // this node (a second process with the same node id, or a copied data dir).
-            return Err(Error::Storage(format!(
-                "manifest {} already exists: another process is writing as this node \
-                 (same node id or data directory); refusing to overwrite its commits",
-                self.display_key(&key)
-            )));
+        let bytes = Bytes::from(bytes);
+        let mut next = next;
+        loop {
+            let key = manifest_key(&self.prefix, next)?;
+            if self.objects.create(&key, bytes.clone())? {
+                break;
+            }
+            // Taken. A create of ours whose answer was lost (reset connection, timeout)
+            // may have landed after all: that version carries our writer id and this
+            // commit, made from the state it was computed from plus what came since,
+            // supersedes it. Anyone else's means a second process commits as this node.
+            let existing = self.objects.get(&key)?;
+            let ours = existing
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Manifest>(b).ok())
+                .is_some_and(|m| m.writer.as_deref() == Some(self.writer.as_str()));
+            if !ours {
+                return Err(Error::Storage(format!(
+                    "manifest {} already exists: another process is writing as this node \
+                     (same node id or data directory); refusing to overwrite its commits",
+                    self.display_key(&key)
+                )));
+            }
+            next += 1;
         }
         let previous = *current;
         *current = ManifestVersion {
@@ -973,9 +1008,10 @@ impl Store {
             legacy: false,
         };
         drop(current);
-        // Readers may have just listed version next - 1: it stays; older ones go.
-        if next > 2 {
-            let stale = manifest_key(&self.prefix, next - 2)?;
+        // Readers may have just listed version next - 1: it stays; older ones go (those
+        // since the previous commit's clean-up, skipped versions included).
+        for stale in previous.version.saturating_sub(1).max(1)..next.saturating_sub(1) {
+            let stale = manifest_key(&self.prefix, stale)?;
             if let Err(e) = self.objects.delete(&stale) {
                 tracing::warn!(manifest = %stale, error = %e, "cannot delete an old manifest");
             }
@@ -1624,5 +1660,38 @@ mod tests {
         let store = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
         assert!(store.snapshot(Table::Spans).files.is_empty());
         assert!(store.is_flushed(Table::Spans, 1));
+    }
+
+    #[test]
+    fn a_second_process_committing_as_the_same_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
+        let second = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
+        first.apply_durable(vec![record(1, &[490_000])]);
+        first.flush(Table::Spans).unwrap();
+        second.apply_durable(vec![record(2, &[490_001])]);
+        let refused = second.flush(Table::Spans).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("another process is writing as this node"),
+            "{refused}"
+        );
+        // The first one goes on committing; only two manifest versions are kept.
+        for seq in 3..6 {
+            first.apply_durable(vec![record(seq, &[490_000])]);
+            first.flush(Table::Spans).unwrap();
+        }
+        let versions = std::fs::read_dir(dir.path().join(MANIFESTS_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(versions, 2);
+        drop((first, second));
+        let reopened = Store::open(dir.path(), options(dir.path(), 32)).unwrap();
+        assert_eq!(
+            stored_rows(&reopened),
+            4,
+            "the refused flush left nothing behind"
+        );
     }
 }

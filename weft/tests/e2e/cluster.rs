@@ -584,3 +584,44 @@ async fn a_cut_connection_is_handed_off_through_the_spool() {
     let (sent, _) = finish_loads(loads, "cut").await;
     cluster.assert_all_acked_stored_once(&acked, sent).await;
 }
+
+/// The same cluster with `storage.url` on one bucket of a real S3-compatible server: every
+/// collector commits under its own `nodes/<id>/` prefix, the query node reads them all, and
+/// a collector SIGKILLed under load loses nothing acknowledged (its flushed files are read
+/// from the bucket, its unflushed rows come back with it or from the replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_one_bucket_loses_nothing_through_a_collector_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let s3 = crate::object_storage::S3Server::start().await;
+    let storage = format!(
+        "[storage]\nurl = \"s3://weft-e2e/cluster\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"weft-test\"\nsecret_access_key = \"weft-test-secret\"\n",
+        s3.endpoint
+    );
+    let mut cluster = Cluster::start(Discovery::Gossip, 3, 60, &storage).await;
+    let acked = Arc::new(Acked::default());
+    let loads = start_loads(&cluster, &acked, 1500, 10);
+    acked.wait_more(40).await;
+    // Wait for c2 to have committed files to the bucket, then kill it.
+    let start = Instant::now();
+    while s3.manifest_rows("cluster/nodes/c2", "spans").await == 0 {
+        assert!(start.elapsed() < DEADLINE, "c2 commits to the bucket");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    cluster.collector("c2").kill();
+    acked.wait_more(20).await;
+    let (sent, _) = finish_loads(loads, "sigkill on s3").await;
+    cluster.assert_all_acked_stored_once(&acked, sent).await;
+    for node in ["c1", "c2", "c3"] {
+        let keys = s3.keys(&format!("cluster/nodes/{node}/spans")).await;
+        assert!(
+            keys.iter().any(|k| k.ends_with(".parquet")),
+            "{node} wrote its files to the bucket: {keys:?}"
+        );
+        assert_eq!(
+            node_files(&cluster.storage(), node),
+            0,
+            "{node} has no parquet file on local disk"
+        );
+    }
+}
