@@ -88,9 +88,13 @@ fn otlp_to_arrow(c: &mut Criterion) {
             weft_schemas::spans::from_otlp(&request)
         })
     });
-    let metrics = TraceGenerator::new(SERVICES, 0.02, SEED).metrics_request();
+    // Metrics cover the pods that served requests: generate traffic first, or there are none.
+    let mut generator = TraceGenerator::new(SERVICES, 0.02, SEED);
+    generator.next_request(4_096);
+    let metrics = generator.metrics_request();
     let metric_bytes = metrics.encode_to_vec();
     let points = weft_schemas::metrics::from_otlp(&metrics).batch.num_rows();
+    assert!(points > 0, "the metrics request holds points");
     group.throughput(Throughput::Elements(points as u64));
     group.bench_function("metrics", |b| {
         b.iter(|| {

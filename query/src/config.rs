@@ -113,6 +113,10 @@ pub struct RollupConfig {
     pub delay_secs: u64,
     /// Seconds between two passes of the background job.
     pub interval_secs: u64,
+    /// Hours of 1-minute and 1-hour rollups kept (0: forever); each pass deletes whole
+    /// hours past that.
+    pub keep_1m_hours: u64,
+    pub keep_1h_hours: u64,
 }
 
 impl Default for RollupConfig {
@@ -121,6 +125,8 @@ impl Default for RollupConfig {
             enabled: true,
             delay_secs: 7_200,
             interval_secs: 60,
+            keep_1m_hours: 90 * 24,
+            keep_1h_hours: 400 * 24,
         }
     }
 }

@@ -28,11 +28,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
+#[cfg(feature = "cloud")]
 use object_store::prefix::PrefixStore;
-use object_store::{
-    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
-    RetryConfig,
-};
+#[cfg(feature = "cloud")]
+use object_store::{ClientOptions, RetryConfig};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -68,15 +68,13 @@ pub struct StorageConfig {
 }
 
 /// `[storage.retention]`: hours of data kept per table (0: forever). A partition (table,
-/// tenant, hour) goes once its whole hour is older than that. Reloaded on SIGHUP.
+/// tenant, hour) goes once its whole hour is older than that. Reloaded on SIGHUP. (Rollups
+/// are the query service's: `[query.rollups] keep_1m_hours`, `keep_1h_hours`.)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     pub spans_hours: u64,
     pub metrics_hours: u64,
-    /// Metrics rollups (on the query node).
-    pub rollups_1m_hours: u64,
-    pub rollups_1h_hours: u64,
     /// How often each node looks for expired partitions.
     pub check_interval_secs: u64,
 }
@@ -86,8 +84,6 @@ impl Default for RetentionConfig {
         Self {
             spans_hours: 14 * 24,
             metrics_hours: 30 * 24,
-            rollups_1m_hours: 90 * 24,
-            rollups_1h_hours: 400 * 24,
             check_interval_secs: 60,
         }
     }
@@ -174,9 +170,16 @@ impl ObjectStorage {
                 })?;
                 Self::local(&path)
             }
+            #[cfg(feature = "cloud")]
             "s3" | "s3a" => Self::remote(url, &parsed, s3(url, config)?),
+            #[cfg(feature = "cloud")]
             "gs" => Self::remote(url, &parsed, gcs(url, config)?),
+            #[cfg(feature = "cloud")]
             "az" | "azure" | "abfs" | "abfss" => Self::remote(url, &parsed, azure(url, config)?),
+            #[cfg(not(feature = "cloud"))]
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => Err(Error::Config(format!(
+                "storage.url {url:?}: this build has no cloud storage (feature `cloud`)"
+            ))),
             other => Err(Error::Config(format!(
                 "storage.url {url:?}: scheme {other:?} is not one of file, s3, gs, az"
             ))),
@@ -199,6 +202,7 @@ impl ObjectStorage {
         }))
     }
 
+    #[cfg(feature = "cloud")]
     fn remote(url: &str, parsed: &url::Url, store: Arc<dyn ObjectStore>) -> Result<Arc<Self>> {
         let prefix = parsed.path().trim_matches('/');
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
@@ -412,12 +416,14 @@ fn io_runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Storage(format!("object storage runtime: {e}")))
 }
 
+#[cfg(feature = "cloud")]
 fn client_options(config: &StorageConfig) -> ClientOptions {
     ClientOptions::new()
         .with_timeout(Duration::from_secs(config.request_timeout_secs.max(1)))
         .with_connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
 }
 
+#[cfg(feature = "cloud")]
 fn retry(config: &StorageConfig) -> RetryConfig {
     RetryConfig {
         max_retries: config.max_retries,
@@ -426,6 +432,7 @@ fn retry(config: &StorageConfig) -> RetryConfig {
     }
 }
 
+#[cfg(feature = "cloud")]
 fn s3(url: &str, config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
     let mut builder = AmazonS3Builder::from_env().with_url(url);
@@ -460,6 +467,7 @@ fn s3(url: &str, config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(store))
 }
 
+#[cfg(feature = "cloud")]
 fn gcs(url: &str, config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
     let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
         .with_url(url)
@@ -470,6 +478,7 @@ fn gcs(url: &str, config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(store))
 }
 
+#[cfg(feature = "cloud")]
 fn azure(url: &str, config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
     let store = object_store::azure::MicrosoftAzureBuilder::from_env()
         .with_url(url)

@@ -280,7 +280,19 @@ pub async fn run_rollups(service: &QueryService, now: SystemTime) -> Result<Roll
     let grace = REPLACED_GRACE.max(Duration::from_secs(
         service.config().timeout_secs.saturating_mul(2),
     ));
-    let cleanup = move || files.remove_stale(SystemTime::now(), grace);
+    let keep = [
+        (Resolution::Minute, service.config().rollups.keep_1m_hours),
+        (Resolution::Hour, service.config().rollups.keep_1h_hours),
+    ];
+    let cleanup = move || {
+        files.remove_stale(SystemTime::now(), grace);
+        for (resolution, hours) in keep {
+            if hours > 0 {
+                let keep = Duration::from_secs(hours.saturating_mul(3600));
+                files.drop_expired(resolution, keep, SystemTime::now());
+            }
+        }
+    };
     if let Err(e) = tokio::task::spawn_blocking(cleanup).await {
         tracing::debug!(error = %e, "rollup temporary cleanup task failed");
     }

@@ -178,6 +178,42 @@ impl RollupFiles {
         out
     }
 
+    /// Deletes every file of `resolution` whose whole hour is older than `now - keep`.
+    /// Blocking. Returns how many files went.
+    pub(crate) fn drop_expired(
+        &self,
+        resolution: Resolution,
+        keep: Duration,
+        now: SystemTime,
+    ) -> usize {
+        let Some(horizon) = now.checked_sub(keep) else {
+            return 0;
+        };
+        let horizon_hour = horizon
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| (d.as_secs() / 3600) as i64);
+        // Hour h is wholly older than the horizon when h + 1 <= horizon (in hours).
+        let mut dropped = 0;
+        for versions in self
+            .versions(resolution, Some((i64::MIN, horizon_hour - 1)))
+            .into_values()
+        {
+            for file in versions {
+                if std::fs::remove_file(&file.path).is_ok() {
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(
+                resolution = resolution.name(),
+                files = dropped,
+                "rollup retention dropped hours past their age"
+            );
+        }
+        dropped
+    }
+
     /// Deletes versions replaced more than `grace` before `now` (no query that could
     /// have listed them still runs) and temporaries older than an hour (a crash or an
     /// aborted pass). Blocking.
@@ -420,5 +456,28 @@ mod tests {
             Duration::from_secs(60),
         );
         assert!(!old.exists() && new.exists());
+    }
+
+    #[test]
+    fn retention_drops_only_the_hours_wholly_past_their_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = RollupFiles::new(dir.path());
+        let hour = 1_700_000_000 / 3_600;
+        for h in [hour - 30, hour - 5, hour - 2, hour] {
+            let path = files.path(Resolution::Minute, h, "aaaa");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"rollup").unwrap();
+        }
+        // Keep 3 h at hour + 30 min: the horizon is hour - 2.5 h, so hours - 30 and - 5 go
+        // and hour - 2 (which ends after the horizon) stays.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(hour as u64 * 3600 + 1800);
+        let dropped = files.drop_expired(Resolution::Minute, Duration::from_secs(3 * 3600), now);
+        assert_eq!(dropped, 2);
+        let left: Vec<i64> = files
+            .list(Resolution::Minute, None)
+            .iter()
+            .map(|f| f.hour)
+            .collect();
+        assert_eq!(left, [hour - 2, hour]);
     }
 }
