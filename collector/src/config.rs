@@ -18,6 +18,7 @@ pub struct CollectorConfig {
     pub default_tenant: String,
     pub wal: WalConfig,
     pub buffer: BufferConfig,
+    pub disk: DiskConfig,
     pub receiver: ReceiverConfig,
     pub parquet: ParquetSettings,
 }
@@ -29,6 +30,7 @@ impl Default for CollectorConfig {
             default_tenant: "default".to_owned(),
             wal: WalConfig::default(),
             buffer: BufferConfig::default(),
+            disk: DiskConfig::default(),
             receiver: ReceiverConfig::default(),
             parquet: ParquetSettings::default(),
         }
@@ -50,6 +52,29 @@ pub struct BufferConfig {
     /// order and stops before the record that would go past this (one record always goes
     /// whole); the rest waits for the next flush. Keeps flushed-through marks exact.
     pub max_partitions_per_flush: usize,
+}
+
+/// `[collector.disk]`: watermarks of the data directory's filesystem (the WAL lives there).
+/// At or above `high_water_percent` used, new data is refused with 503 / UNAVAILABLE and a
+/// retry delay (never acknowledged when it might not be stored); once usage is back at or
+/// below `low_water_percent`, data is taken again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    pub high_water_percent: f64,
+    pub low_water_percent: f64,
+    /// How often usage is measured.
+    pub check_interval_ms: u64,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        Self {
+            high_water_percent: 95.0,
+            low_water_percent: 90.0,
+            check_interval_ms: 1_000,
+        }
+    }
 }
 
 impl Default for BufferConfig {

@@ -119,6 +119,8 @@ pub struct Collector {
     /// How long each table is kept and the grace before dropped files are deleted
     /// (reloadable); `None`: forever.
     retention: parking_lot::Mutex<Option<(weft_storage::RetentionConfig, Duration)>>,
+    /// The data directory's filesystem is above its high-water mark (`[collector.disk]`).
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Collector {
@@ -255,7 +257,10 @@ impl Collector {
             inflight,
             flush_now: Arc::new(Notify::new()),
             retention: parking_lot::Mutex::new(retention),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         });
+        collector.check_disk();
+        tokio::spawn(disk_loop(Arc::downgrade(&collector)));
         tokio::spawn(retention_loop(Arc::downgrade(&collector)));
         tokio::spawn(flush_loop(
             Arc::downgrade(&collector),
@@ -330,8 +335,56 @@ impl Collector {
         &self.inflight
     }
 
-    /// Refuses new data while unflushed data is at its cap (bounded memory).
+    /// Measures the data directory's filesystem and moves the disk-full state across the
+    /// watermarks (with hysteresis, so it does not flap at the mark).
+    fn check_disk(&self) {
+        let used = match rustix::fs::statvfs(&self.config.data_dir) {
+            Ok(s) if s.f_blocks > 0 => 100.0 * (1.0 - s.f_bavail as f64 / s.f_blocks as f64),
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure the data directory's disk");
+                return;
+            }
+        };
+        self.telemetry.set(
+            "weft_disk_used_percent",
+            "Used space of the data directory's filesystem, percent.",
+            &[],
+            used,
+        );
+        let disk = &self.config.disk;
+        let full = self.disk_full.load(std::sync::atomic::Ordering::Relaxed);
+        if !full && used >= disk.high_water_percent {
+            self.disk_full
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                used_percent = used,
+                high_water_percent = disk.high_water_percent,
+                data_dir = %self.config.data_dir.display(),
+                "disk above its high-water mark: refusing new data (503) until it is back \
+                 at the low-water mark"
+            );
+        } else if full && used <= disk.low_water_percent {
+            self.disk_full
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                used_percent = used,
+                low_water_percent = disk.low_water_percent,
+                "disk back at its low-water mark: taking new data again"
+            );
+        }
+    }
+
+    /// Refuses new data while unflushed data is at its cap (bounded memory) or the disk is
+    /// above its high-water mark.
     fn admit(&self) -> Result<()> {
+        if self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Overloaded {
+                reason: "disk above its high-water mark",
+                retry_after: Duration::from_secs(self.config.receiver.retry_after_secs),
+                too_many_requests: false,
+            });
+        }
         let held = self.store.live_bytes() + self.wal.pending_bytes() + self.tail.pending().2;
         if held >= self.config.buffer.max_bytes {
             self.flush_now.notify_one();
@@ -710,6 +763,20 @@ fn convert_record(kind: RecordKind, payload: &Bytes) -> Result<Converted> {
             &weft_schemas::prometheus::WriteRequest::decode(payload.clone())?,
         ),
     })
+}
+
+/// Measures the data directory's disk every `[collector.disk] check_interval_ms`; stops
+/// with the collector.
+async fn disk_loop(collector: std::sync::Weak<Collector>) {
+    loop {
+        let wait = {
+            let Some(c) = collector.upgrade() else { return };
+            let check = std::sync::Arc::clone(&c);
+            let _ = tokio::task::spawn_blocking(move || check.check_disk()).await;
+            Duration::from_millis(c.config.disk.check_interval_ms.max(10))
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Drops partitions past their age (`storage.retention`) and deletes dropped files once

@@ -494,3 +494,137 @@ async fn a_bulk_loaded_directory_serves_its_spans_and_keeps_new_ones() {
     let server = TestServer::start_in(dir.path(), &[]);
     assert_eq!(server.sql_count(count).await, report.spans + 1);
 }
+
+/// A small tmpfs this test mounts (root only), unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(megabytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test machines run the suite as root)"
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The data directory's disk above its high-water mark: exports get 503 with Retry-After
+/// (nothing is acknowledged that might not be stored), the server says why on /metrics,
+/// and once space returns it takes data again; every acknowledged span is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_with_503_and_recovers() {
+    let tmpfs = Tmpfs::mount(64);
+    let data_dir = tmpfs.path().join("data");
+    let mut server = TestServer::start_in(
+        &data_dir,
+        &[
+            "--set",
+            "collector.disk.high_water_percent=50",
+            "--set",
+            "collector.disk.low_water_percent=40",
+            "--set",
+            "collector.disk.check_interval_ms=50",
+            "--set",
+            "collector.wal.segment_bytes=4194304",
+        ],
+    );
+    let mut acknowledged = 0u8;
+    let send = async |server: &TestServer, trace: u8| {
+        let body = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+            span_aged(trace, Duration::from_secs(60)),
+        ]}]}]});
+        server
+            .otlp_post(
+                "/v1/traces",
+                crate::common::JSON,
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+    };
+    let reply = send(&server, 1).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    acknowledged += 1;
+
+    // Fill the filesystem to ~70%.
+    let filler = tmpfs.path().join("filler");
+    std::fs::write(&filler, vec![0xA5u8; 45 << 20]).unwrap();
+    let mut refused = None;
+    let mut trace = 2u8;
+    wait_for("a 503 at the high-water mark", async || {
+        let reply = send(&server, trace).await;
+        if reply.status == 200 {
+            acknowledged += 1;
+            trace += 1;
+            false
+        } else {
+            refused = Some(reply);
+            true
+        }
+    })
+    .await;
+    let refused = refused.unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.header("retry-after").is_some(),
+        "503 carries Retry-After"
+    );
+    assert!(
+        refused.text().contains("high-water mark"),
+        "the answer says why: {}",
+        refused.text()
+    );
+    let metrics = crate::common::get(&server.http_url("/metrics"))
+        .await
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_disk_used_percent ")),
+        "{metrics}"
+    );
+
+    // Space returns: data is taken again.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(
+        "exports accepted again below the low-water mark",
+        async || {
+            let reply = send(&server, trace).await;
+            if reply.status == 200 {
+                acknowledged += 1;
+                trace += 1;
+                true
+            } else {
+                false
+            }
+        },
+    )
+    .await;
+    server.kill();
+    let server = TestServer::start_in(&data_dir, &[]);
+    assert_eq!(
+        server
+            .sql_count("SELECT count(*) AS n FROM spans WHERE span_name LIKE 'aged-%'")
+            .await,
+        u64::from(acknowledged),
+        "every acknowledged span is stored, once"
+    );
+    drop(server);
+}
