@@ -851,3 +851,27 @@ impl Acked {
         panic!("acknowledgements stopped");
     }
 }
+
+/// The load generator's realistic traces over gRPC at `rate` spans/s for `duration`, in
+/// 100-span requests, recording what `server` acknowledges.
+pub(crate) fn grpc_load(
+    server: &TestServer,
+    rate: u64,
+    duration: Duration,
+) -> weft_load_test::LoadConfig {
+    weft_load_test::LoadConfig {
+        endpoint: server.otlp_grpc.clone(),
+        protocol: weft_load_test::Protocol::Grpc,
+        rate,
+        duration,
+        concurrency: 4,
+        batch_spans: 100,
+        services: 10,
+        error_rate: 0.02,
+        quiet: true,
+        request_timeout: Duration::from_secs(5),
+        max_retries: 2,
+        server_pid: Some(server.pid()),
+        ..weft_load_test::LoadConfig::default()
+    }
+}

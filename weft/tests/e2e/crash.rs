@@ -11,10 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft_load_test::{LoadConfig, Protocol};
-
 use crate::common::{
-    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, manifest_rows, parquet_files,
+    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, grpc_load, manifest_rows, parquet_files,
 };
 use crate::server::TestServer;
 
@@ -101,22 +99,7 @@ async fn kill_under_load(flush_age_secs: Option<u64>) {
     let data_dir = first.data_dir.clone();
 
     let acked = Arc::new(Acked::default());
-    let config = LoadConfig {
-        endpoint: first.otlp_grpc.clone(),
-        protocol: Protocol::Grpc,
-        gzip: false,
-        rate: 3_000,
-        duration: Duration::from_secs(8),
-        concurrency: 4,
-        batch_spans: 100,
-        services: 10,
-        error_rate: 0.02,
-        quiet: true,
-        request_timeout: Duration::from_secs(5),
-        max_retries: 2,
-        server_pid: Some(first.pid()),
-        ..LoadConfig::default()
-    };
+    let config = grpc_load(&first, 3_000, Duration::from_secs(8));
     let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));
 
     wait_until("acknowledged requests before the kill", || {

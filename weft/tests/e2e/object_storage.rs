@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_load_test::{LoadConfig, Protocol};
+use weft_load_test::LoadConfig;
 
-use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, parquet_files};
+use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, grpc_load, parquet_files};
 use crate::crash::stored_spans;
 use crate::sdk::{Case, check, observe, send};
 use crate::server::TestServer;
@@ -221,21 +221,7 @@ async fn weft_up_on_s3_keeps_every_acknowledged_span_through_sigkill() {
     let mut first = start(&s3, None, &args);
     let data_dir = first.data_dir.clone();
     let acked = Arc::new(Acked::default());
-    let config = LoadConfig {
-        endpoint: first.otlp_grpc.clone(),
-        protocol: Protocol::Grpc,
-        rate: 3_000,
-        duration: Duration::from_secs(10),
-        concurrency: 4,
-        batch_spans: 100,
-        services: 10,
-        error_rate: 0.02,
-        quiet: true,
-        request_timeout: Duration::from_secs(5),
-        max_retries: 2,
-        server_pid: Some(first.pid()),
-        ..LoadConfig::default()
-    };
+    let config = grpc_load(&first, 3_000, Duration::from_secs(10));
     let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));
     wait_for(
         "acknowledged requests and a flush to the bucket",
@@ -398,19 +384,8 @@ async fn an_unreachable_bucket_delays_flushes_and_loses_nothing() {
     let data_dir = first.data_dir.clone();
     let acked = Arc::new(Acked::default());
     let config = LoadConfig {
-        endpoint: first.otlp_grpc.clone(),
-        protocol: Protocol::Grpc,
-        rate: 2_000,
-        duration: Duration::from_secs(12),
-        concurrency: 4,
-        batch_spans: 100,
-        services: 10,
-        error_rate: 0.02,
-        quiet: true,
-        request_timeout: Duration::from_secs(5),
         max_retries: 5,
-        server_pid: Some(first.pid()),
-        ..LoadConfig::default()
+        ..grpc_load(&first, 2_000, Duration::from_secs(12))
     };
     let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));
     wait_for("a first flush to the bucket", async || {
