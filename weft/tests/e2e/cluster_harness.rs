@@ -194,6 +194,10 @@ flush_age_secs = 3
 accept_past_secs = {HISTORICAL_WINDOW_SECS}
 [query]
 max_result_rows = 10000000
+# Historical times must not be dropped by retention while a test runs.
+[storage.retention]
+spans_hours = 0
+metrics_hours = 0
 [cluster]
 storage = {storage:?}
 replication = 2
