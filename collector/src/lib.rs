@@ -116,9 +116,6 @@ pub struct Collector {
     inflight: Arc<Semaphore>,
     /// Wakes the flusher early (buffer over its flush size, or admission refused).
     flush_now: Arc<Notify>,
-    /// How long each table is kept and the grace before dropped files are deleted
-    /// (reloadable); `None`: forever.
-    retention: parking_lot::Mutex<Option<(weft_storage::RetentionConfig, Duration)>>,
     /// The data directory's filesystem is above its high-water mark (`[collector.disk]`).
     disk_full: std::sync::atomic::AtomicBool,
 }
@@ -243,7 +240,7 @@ impl Collector {
                 .min(Semaphore::MAX_PERMITS),
         ));
         let time_window = options.time_window.then(|| config.receiver.time_window());
-        let retention = options.retention;
+        store.set_retention(options.retention);
         let collector = Arc::new(Self {
             config,
             store,
@@ -256,7 +253,6 @@ impl Collector {
             time_window,
             inflight,
             flush_now: Arc::new(Notify::new()),
-            retention: parking_lot::Mutex::new(retention),
             disk_full: std::sync::atomic::AtomicBool::new(false),
         });
         collector.check_disk();
@@ -292,15 +288,14 @@ impl Collector {
 
     /// Applies a new `storage.retention` (and grace); the next pass uses it.
     pub fn reload_retention(&self, retention: &weft_storage::RetentionConfig, grace: Duration) {
-        let mut current = self.retention.lock();
-        if let Some(current) = current.as_mut() {
-            *current = (retention.clone(), grace);
+        if self.store.retention().is_some() {
+            self.store.set_retention(Some((retention.clone(), grace)));
         }
     }
 
     /// The retention this node applies (`None`: keeps everything).
     pub fn retention(&self) -> Option<(weft_storage::RetentionConfig, Duration)> {
-        self.retention.lock().clone()
+        self.store.retention()
     }
 
     /// This node's own metrics (served at `/metrics`).

@@ -34,6 +34,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
         )
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/status/incidents", get(incidents))
+        .route("/api/v1/status/storage", get(storage_status))
         .route(
             "/api/v1/status/incidents/{id}/ack",
             post(acknowledge_incident),
@@ -74,6 +75,56 @@ async fn incidents(State(service): State<Arc<QueryService>>) -> Response {
     };
     let unacknowledged = list.iter().filter(|i| !i.acknowledged).count();
     Json(serde_json::json!({ "incidents": list, "unacknowledged": unacknowledged })).into_response()
+}
+
+/// `GET /api/v1/status/storage`: where files live and what is kept. On one node: the
+/// storage URL and prefix, per table its committed files, rows, bytes and oldest hour, and
+/// the retention applied (hours per table, delete grace). In a cluster each collector
+/// applies its own retention; this shows the storage URL.
+async fn storage_status(State(service): State<Arc<QueryService>>) -> Response {
+    let hours = |keep: Option<std::time::Duration>| keep.map_or(0, |k| k.as_secs() / 3600);
+    let body = match service.source() {
+        crate::DataSource::Local(store) => {
+            let mut tables = serde_json::Map::new();
+            for table in weft_schemas::Table::ALL {
+                let (files, rows, bytes, oldest) = store.table_stats(table);
+                tables.insert(
+                    table.name().to_owned(),
+                    serde_json::json!({
+                        "files": files,
+                        "rows": rows,
+                        "bytes": bytes,
+                        "oldest_time_ns": oldest,
+                    }),
+                );
+            }
+            let retention = store.retention().map(|(r, grace)| {
+                serde_json::json!({
+                    "spans_hours": hours(r.keep(weft_schemas::Table::Spans)),
+                    "metrics_hours": hours(r.keep(weft_schemas::Table::Metrics)),
+                    "delete_grace_secs": grace.as_secs(),
+                })
+            });
+            serde_json::json!({
+                "url": store.objects().url(),
+                "prefix": store.prefix(),
+                "tables": tables,
+                "retention": retention,
+                "rollups": {
+                    "keep_1m_hours": service.config().rollups.keep_1m_hours,
+                    "keep_1h_hours": service.config().rollups.keep_1h_hours,
+                },
+            })
+        }
+        crate::DataSource::Cluster(cluster) => serde_json::json!({
+            "url": cluster.objects().url(),
+            "rollups": {
+                "keep_1m_hours": service.config().rollups.keep_1m_hours,
+                "keep_1h_hours": service.config().rollups.keep_1h_hours,
+            },
+        }),
+    };
+    Json(body).into_response()
 }
 
 /// `POST /api/v1/status/incidents/{id}/ack`: an operator has seen it; query answers stop

@@ -180,6 +180,9 @@ pub struct Store {
     unrebuilt: Mutex<Vec<(Table, FileMeta)>>,
     /// Objects no manifest lists any more, deleted once their grace period is over.
     doomed: Mutex<Vec<(Instant, ObjectPath)>>,
+    /// How long each table is kept and the grace before dropped files are deleted, as the
+    /// owner (the collector's retention loop) applies it; `None`: forever.
+    retention: Mutex<Option<(crate::RetentionConfig, Duration)>>,
 }
 
 /// What one retention pass dropped.
@@ -337,6 +340,7 @@ impl Store {
             row_source: options.row_source,
             unrebuilt: Mutex::new(Vec::new()),
             doomed: Mutex::new(Vec::new()),
+            retention: Mutex::new(None),
         };
         for (table, path, reason) in damaged {
             store.quarantine(table, &path, &reason)?;
@@ -805,6 +809,16 @@ impl Store {
             "retention dropped partitions past their age"
         );
         Ok(stats)
+    }
+
+    /// Records the retention this store's owner applies (shown in the status view).
+    pub fn set_retention(&self, retention: Option<(crate::RetentionConfig, Duration)>) {
+        *self.retention.lock() = retention;
+    }
+
+    /// The retention applied to this store (`None`: data is kept forever).
+    pub fn retention(&self) -> Option<(crate::RetentionConfig, Duration)> {
+        self.retention.lock().clone()
     }
 
     /// Deletes the objects of dropped files whose grace period is over. Returns how many.

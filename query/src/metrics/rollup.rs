@@ -289,7 +289,8 @@ pub async fn run_rollups(service: &QueryService, now: SystemTime) -> Result<Roll
         for (resolution, hours) in keep {
             if hours > 0 {
                 let keep = Duration::from_secs(hours.saturating_mul(3600));
-                files.drop_expired(resolution, keep, SystemTime::now());
+                // The pass's own clock, as for which hours are closed.
+                files.drop_expired(resolution, keep, now);
             }
         }
     };
