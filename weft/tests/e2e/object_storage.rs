@@ -603,3 +603,148 @@ async fn a_full_disk_refuses_with_503_and_recovers() {
     );
     drop(server);
 }
+
+/// An HTTP proxy in front of the S3 server that misbehaves on a fixed schedule: every 5th
+/// request gets 503 SlowDown without reaching the server, every 7th waits 300 ms first,
+/// and every 11th reaches the server but its answer is replaced by a 500 (the client
+/// cannot know the request took effect: a commit's create then meets its own object).
+struct ErraticS3 {
+    addr: std::net::SocketAddr,
+    injected: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ErraticS3 {
+    async fn start(upstream: String) -> Self {
+        use axum::body::Body;
+        use axum::http::{Response, StatusCode};
+        let injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Bodies pass through untouched: no decompression on the way.
+        let client = reqwest::Client::builder().no_gzip().build().unwrap();
+        let (count, faults) = (Arc::clone(&seen), Arc::clone(&injected));
+        let handler = move |request: axum::extract::Request| {
+            let (client, upstream) = (client.clone(), upstream.clone());
+            let (count, faults) = (Arc::clone(&count), Arc::clone(&faults));
+            async move {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let fault = |status: StatusCode, code: &str| {
+                    faults.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(format!(
+                            "<?xml version=\"1.0\"?><Error><Code>{code}</Code></Error>"
+                        )))
+                        .unwrap()
+                };
+                if n % 5 == 0 {
+                    return fault(StatusCode::SERVICE_UNAVAILABLE, "SlowDown");
+                }
+                if n % 7 == 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != axum::http::header::HOST {
+                        forward = forward.header(name, value);
+                    }
+                }
+                let Ok(answer) = forward.body(body).send().await else {
+                    return fault(StatusCode::BAD_GATEWAY, "ProxyUpstream");
+                };
+                if n % 11 == 0 {
+                    return fault(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
+                }
+                let mut response = Response::builder().status(answer.status().as_u16());
+                // Framing headers are the proxy's own business (the body is whole here).
+                let framing = [
+                    "transfer-encoding",
+                    "connection",
+                    "keep-alive",
+                    "content-length",
+                ];
+                for (name, value) in answer.headers() {
+                    if !framing.contains(&name.as_str()) {
+                        response = response.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let bytes = answer.bytes().await.unwrap_or_default();
+                response.body(Body::from(bytes)).unwrap()
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(handler);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            injected,
+            task,
+        }
+    }
+}
+
+impl Drop for ErraticS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Through an S3 endpoint that answers 503, 500 and late on a schedule, under load: the
+/// client sees only acknowledgements (or retryable back-pressure), every acknowledged span
+/// reaches the bucket, and after a SIGKILL each is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erratic_bucket_loses_and_doubles_nothing() {
+    let s3 = S3Server::start().await;
+    let erratic = ErraticS3::start(s3.endpoint.clone()).await;
+    let mut args = s3_args("erratic");
+    for set in [
+        format!("storage.endpoint=http://{}", erratic.addr),
+        "storage.request_timeout_secs=5".to_owned(),
+        "storage.retry_timeout_secs=20".to_owned(),
+    ] {
+        args.push("--set".to_owned());
+        args.push(set);
+    }
+    let mut first = start(&s3, None, &args);
+    let data_dir = first.data_dir.clone();
+    let acked = Arc::new(Acked::default());
+    let config = grpc_load(&first, 2_000, Duration::from_secs(8));
+    let load = tokio::spawn(weft_load_test::run(config, Some(acked.callback())));
+    let report = load.await.expect("load task").expect("load run ends");
+    let acked_spans = acked.spans();
+    assert_eq!(report.spans_accepted, acked_spans.len() as u64);
+    assert!(!acked_spans.is_empty());
+    wait_for("every acknowledged span in the bucket", async || {
+        s3.manifest_rows("erratic", "spans").await >= acked_spans.len() as u64
+    })
+    .await;
+    let injected = erratic.injected.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected > 0, "the proxy injected faults");
+    first.kill();
+    let second = start(&s3, Some(&data_dir), &args);
+    let stored = stored_spans(&second).await;
+    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged spans are missing, e.g. {:?}",
+        missing.len(),
+        acked_spans.len(),
+        &missing[..missing.len().min(5)]
+    );
+    eprintln!(
+        "erratic bucket: {} spans acknowledged and stored once through {injected} injected faults",
+        acked_spans.len()
+    );
+    drop(second);
+    drop(first);
+}
