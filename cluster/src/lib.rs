@@ -148,7 +148,8 @@ pub struct ClusterConfig {
     /// of the node's internal listener. Must stay the same across restarts of a collector,
     /// since its data directory is named after it.
     pub node_id: String,
-    /// Root of the shared storage: collector `X` writes under `<storage>/nodes/X/`, the
+    /// Root of the shared storage: collector `X` keeps its WAL under `<storage>/nodes/X/`
+    /// (and, unless `storage.url` points elsewhere, its files and manifests too), the
     /// query service reads every node's directory.
     pub storage: PathBuf,
     /// Copies of every trace (distinct collector nodes).

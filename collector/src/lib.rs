@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  weft_receiver (listeners, size caps, decoded-size admission) ─> sink::OtlpSink for Collector
-//!        │ admission: live + pending bytes over the cap? -> 503 / UNAVAILABLE + retry
+//!        │ admission: live + pending bytes over the cap, or the disk over its high-water
+//!        │   mark ([collector.disk])? -> 503 / UNAVAILABLE + retry
 //!        │ time window, head sampling (weft up), metrics limits (weft_sampling)
 //!        │ decode (prost or OTLP/JSON) ─> weft_schemas: validate + convert to Arrow
 //!        ▼
@@ -11,7 +12,8 @@
 //!        │ ack (partial success if spans were rejected)   │ flush_loop (size / age)
 //!        │ held spans ─> weft_sampling::tail ─> decision records ─> WAL ─> live rows
 //!        ▼                                                ▼
-//!   client                          sorted, hour-partitioned Parquet + manifest
+//!   client                          sorted, hour-partitioned Parquet + manifest in the
+//!                                   storage (storage.url); retention_loop drops old hours
 //!
 //!   weft-query reads Store::snapshot() (weft up), or GET /internal/v1/snapshot
 //!   (snapshot_server, in a cluster): committed files + live rows

@@ -4,9 +4,9 @@
 //!  apps ─OTLP─> weft ingest (any number, behind a TCP load balancer)
 //!                 │ split by trace ID, hash ring, R copies, retries, breaker, spool
 //!                 ▼ internal OTLP/gRPC (listen.cluster_grpc)
-//!               weft collector (one per node id) ── WAL ── Parquet under <storage>/nodes/<id>/
+//!               weft collector (one per node id) ── WAL ── Parquet under nodes/<id>/ of storage.url
 //!                 ▲ /internal/v1/snapshot (listen.cluster_http): unflushed rows
-//!               weft query ── reads <storage>/nodes/*/ + asks every collector ── SQL, API, viewer
+//!               weft query ── reads nodes/*/ of storage.url + asks every collector ── SQL, API, viewer
 //!
 //!  every role: membership (static list, DNS or gossip) ─> ClusterView ─> /api/v1/cluster
 //! ```

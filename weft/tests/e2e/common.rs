@@ -875,3 +875,16 @@ pub(crate) fn grpc_load(
         ..weft_load_test::LoadConfig::default()
     }
 }
+
+/// Fails unless every acknowledged span is among the stored ones (naming a few that are
+/// not, and how many).
+pub(crate) fn assert_acked_stored(acked: &HashSet<SpanKey>, stored: &HashSet<SpanKey>) {
+    let missing: Vec<&SpanKey> = acked.difference(stored).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged spans are missing, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+}

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, grpc_load, manifest_rows, parquet_files,
+    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, assert_acked_stored, grpc_load, manifest_rows,
+    parquet_files,
 };
 use crate::server::TestServer;
 
@@ -148,14 +149,7 @@ async fn kill_under_load(flush_age_secs: Option<u64>) {
     // Restart on the same data: everything acknowledged, nothing twice.
     let mut second = start_in(&data_dir, &args);
     let stored = stored_spans(&second).await;
-    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged spans are missing after the crash, e.g. {:?}",
-        missing.len(),
-        acked_spans.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_acked_stored(&acked_spans, &stored);
     assert!(
         stored.len() as u64 <= report.spans_sent,
         "{} spans stored but only {} were ever sent",

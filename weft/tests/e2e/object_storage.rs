@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weft_load_test::LoadConfig;
 
-use crate::common::{Acked, DEADLINE, MAX_POLLS, POLL_EVERY, SpanKey, grpc_load, parquet_files};
+use crate::common::{
+    Acked, DEADLINE, MAX_POLLS, POLL_EVERY, assert_acked_stored, grpc_load, parquet_files,
+};
 use crate::crash::stored_spans;
 use crate::sdk::{Case, check, observe, send};
 use crate::server::TestServer;
@@ -242,14 +244,7 @@ async fn weft_up_on_s3_keeps_every_acknowledged_span_through_sigkill() {
 
     let second = start(&s3, Some(&data_dir), &args);
     let stored = stored_spans(&second).await;
-    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged spans are missing after the crash, e.g. {:?}",
-        missing.len(),
-        acked_spans.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_acked_stored(&acked_spans, &stored);
     assert!(stored.len() as u64 <= report.spans_sent);
     drop(second);
     drop(first); // owns the local data directory
@@ -415,14 +410,7 @@ async fn an_unreachable_bucket_delays_flushes_and_loses_nothing() {
     first.kill();
     let second = start(&s3, Some(&data_dir), &args);
     let stored = stored_spans(&second).await;
-    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged spans are missing, e.g. {:?}",
-        missing.len(),
-        acked_spans.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_acked_stored(&acked_spans, &stored);
     drop(second);
     drop(first);
 }
@@ -733,14 +721,7 @@ async fn an_erratic_bucket_loses_and_doubles_nothing() {
     first.kill();
     let second = start(&s3, Some(&data_dir), &args);
     let stored = stored_spans(&second).await;
-    let missing: Vec<&SpanKey> = acked_spans.difference(&stored).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged spans are missing, e.g. {:?}",
-        missing.len(),
-        acked_spans.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_acked_stored(&acked_spans, &stored);
     eprintln!(
         "erratic bucket: {} spans acknowledged and stored once through {injected} injected faults",
         acked_spans.len()
